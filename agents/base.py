@@ -1,0 +1,41 @@
+"""The agent protocol: what the episode loop and users' own env loops call."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+class Agent(ABC):
+    """A policy that runs one episode per slot; slot 0 is the single-env case.
+
+    The loop (or a user's own env loop) calls, per slot and episode:
+    `reset(seed, slot)` once, then alternately `act` and `observe(reward)`.
+    Batched agents push every slot through one model call in `act_batch`.
+    """
+
+    name: str = "agent"
+
+    @abstractmethod
+    def reset(self, seed: int | None = None, slot: int = 0) -> None:
+        """Start a new episode in `slot`, seeding the agent's own random stream with `seed`."""
+
+    @abstractmethod
+    def act_batch(self, observations: np.ndarray, slots: Sequence[int]) -> np.ndarray:
+        """Actions (N, act_dim) for observations (N, obs_dim) of the episodes in `slots`."""
+
+    def observe_batch(self, rewards: np.ndarray, slots: Sequence[int]) -> None:
+        """Record the rewards (N,) that the last actions of `slots` earned."""
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that define this agent, for logs (JSON-serialisable)."""
+        return {"agent": self.name}
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        """Action for one observation in slot 0."""
+        return self.act_batch(np.asarray(observation)[None], [0])[0]
+
+    def observe(self, reward: float) -> None:
+        """Record the reward that slot 0's last action earned."""
+        self.observe_batch(np.asarray([reward], dtype=np.float64), [0])

@@ -1,0 +1,185 @@
+"""The episode loop: N seeded episodes of an agent on one env or on a vector of envs."""
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from seqrl.agents.base import Agent
+from seqrl.envs.make import make_env, make_vector_env
+from seqrl.envs.scores import normalized_score
+
+
+@dataclass
+class EpisodeResult:
+    """What one finished episode scored; episode i runs with seed `seed + i`."""
+
+    episode: int
+    seed: int
+    episode_return: float
+    length: int
+    normalized_score: float | None
+    terminated: bool
+    truncated: bool
+    wall_time_s: float  # from the episode's reset to its last step
+
+
+@dataclass
+class Step:
+    """One loop step of the N active slots, handed to an `on_step` callback (progress, recorder)."""
+
+    episodes: list[int]  # episode index in each active slot
+    observations: np.ndarray  # (N, obs_dim) what the agent acted on
+    actions: np.ndarray  # (N, act_dim)
+    rewards: np.ndarray  # (N,)
+    next_observations: np.ndarray  # (N, obs_dim) an ended episode's final observation
+    terminations: np.ndarray  # (N,) bool
+    truncations: np.ndarray  # (N,) bool, the max_steps cap included
+    returns: np.ndarray  # (N,) each episode's return so far
+
+
+class _OneEnv:
+    """A gymnasium env seen as a batch of one slot."""
+
+    def __init__(self, env: gym.Env):
+        self.env = env
+        self.num_slots = 1
+        self.observation_space = env.observation_space
+
+    def reset(self, slots: list[int], seeds: list[int]) -> np.ndarray:
+        observation, _ = self.env.reset(seed=seeds[0])
+        return observation[None]
+
+    def step(self, actions: np.ndarray, slots: list[int]) -> tuple[np.ndarray, ...]:
+        observation, reward, terminated, truncated, _ = self.env.step(actions[0])
+        return observation[None], np.array([reward]), np.array([terminated]), np.array([truncated])
+
+
+class _ManyEnvs:
+    """A vector env with autoreset disabled; slots with no episode left idle on a neutral action."""
+
+    def __init__(self, envs: gym.vector.VectorEnv):
+        self.envs = envs
+        self.num_slots = envs.num_envs
+        self.observation_space = envs.single_observation_space
+        space = envs.single_action_space
+        self.idle_actions = np.zeros((self.num_slots, *space.shape), space.dtype).clip(space.low, space.high)
+        self.needs_reset = np.ones(self.num_slots, dtype=bool)  # sub-envs never reset, or ended since
+
+    def reset(self, slots: list[int], seeds: list[int]) -> np.ndarray:
+        mask = self.needs_reset.copy()  # idle sub-envs that need it come along, unseeded
+        mask[slots] = True
+        all_seeds: list[int | None] = [None] * self.num_slots
+        for slot, seed in zip(slots, seeds):
+            all_seeds[slot] = seed
+        observations, _ = self.envs.reset(seed=all_seeds, options={"reset_mask": mask})
+        self.needs_reset[:] = False
+        return observations[slots]
+
+    def step(self, actions: np.ndarray, slots: list[int]) -> tuple[np.ndarray, ...]:
+        if self.needs_reset.any():  # idle sub-envs that ended: the vector env steps every sub-env, so restart them
+            self.envs.reset(options={"reset_mask": self.needs_reset.copy()})
+            self.needs_reset[:] = False
+        all_actions = self.idle_actions.copy()  # (K, act_dim)
+        all_actions[slots] = actions
+        observations, rewards, terminations, truncations, _ = self.envs.step(all_actions)
+        self.needs_reset = terminations | truncations
+        return observations[slots], rewards[slots], terminations[slots], truncations[slots]
+
+
+def _env_id(env: gym.Env | gym.vector.VectorEnv) -> str | None:
+    spec = env.get_attr("spec")[0] if isinstance(env, gym.vector.VectorEnv) else env.spec
+    return spec.id if spec is not None else None
+
+
+def run_episodes(
+    agent: Agent,
+    env: gym.Env | gym.vector.VectorEnv,
+    episodes: Iterable[int],
+    seed: int = 0,
+    max_steps: int | None = None,
+    on_step: Callable[[Step], None] | None = None,
+) -> Iterator[EpisodeResult]:
+    """Run the given episode indices (episode i with seed `seed + i`), yielding each result as it ends."""
+    envs = _ManyEnvs(env) if isinstance(env, gym.vector.VectorEnv) else _OneEnv(env)
+    env_id = _env_id(env)
+    pending = iter(sorted(episodes))
+    slot_count = envs.num_slots
+    episode_in: list[int | None] = [None] * slot_count  # episode index each slot runs, None when idle
+    returns = [0.0] * slot_count
+    lengths = [0] * slot_count
+    started = [0.0] * slot_count
+
+    def start(slots: list[int]) -> dict[int, np.ndarray]:
+        """Give each of `slots` its next pending episode; return the first observation of each started one."""
+        for slot in slots:
+            episode_in[slot] = next(pending, None)
+        starting = [slot for slot in slots if episode_in[slot] is not None]
+        if not starting:
+            return {}
+        seeds = [seed + episode_in[slot] for slot in starting]
+        now = time.perf_counter()
+        first_observations = envs.reset(starting, seeds)  # (len(starting), obs_dim)
+        for slot, episode_seed in zip(starting, seeds):
+            started[slot], returns[slot], lengths[slot] = now, 0.0, 0
+            agent.reset(seed=episode_seed, slot=slot)
+        return dict(zip(starting, first_observations))
+
+    # `observations` row j belongs to slot active[j]; both change only when an episode ends.
+    rows = start(list(range(slot_count)))
+    active = sorted(rows)
+    observations = np.stack([rows[slot] for slot in active]) if active else None  # (N, obs_dim)
+    while active:
+        actions = agent.act_batch(observations, active)  # (N, act_dim)
+        next_observations, rewards, terminations, truncations = envs.step(actions, active)
+        agent.observe_batch(rewards, active)
+        ended = []
+        for j, (slot, reward) in enumerate(zip(active, rewards.tolist())):
+            returns[slot] += reward
+            lengths[slot] += 1
+            if max_steps is not None and lengths[slot] >= max_steps:
+                truncations[j] = True
+            if terminations[j] or truncations[j]:
+                ended.append(j)
+        if on_step is not None:
+            episodes_now = [episode_in[slot] for slot in active]
+            returns_now = np.array([returns[slot] for slot in active])
+            on_step(Step(episodes_now, observations, actions, rewards, next_observations, terminations, truncations, returns_now))
+        observations = next_observations
+        if not ended:
+            continue
+        now = time.perf_counter()
+        for j in ended:
+            slot = active[j]
+            yield EpisodeResult(
+                episode=episode_in[slot],
+                seed=seed + episode_in[slot],
+                episode_return=returns[slot],
+                length=lengths[slot],
+                normalized_score=normalized_score(env_id, returns[slot]) if env_id else None,
+                terminated=bool(terminations[j]),
+                truncated=bool(truncations[j]),
+                wall_time_s=now - started[slot],
+            )
+        rows = {slot: observations[j] for j, slot in enumerate(active) if j not in ended}
+        rows.update(start([active[j] for j in ended]))
+        active = sorted(rows)
+        observations = np.stack([rows[slot] for slot in active]) if active else None
+
+
+def evaluate(
+    agent: Agent,
+    env: str | gym.Env | gym.vector.VectorEnv,
+    episodes: int,
+    seed: int = 0,
+    max_steps: int | None = None,
+    num_envs: int = 1,
+) -> list[EpisodeResult]:
+    """Results of episodes 0..episodes-1 (seeds seed, seed+1, ...) in episode order; `num_envs` applies to an env id."""
+    if isinstance(env, str):
+        with closing(make_env(env) if num_envs == 1 else make_vector_env(env, num_envs)) as built:
+            return evaluate(agent, built, episodes, seed, max_steps)
+    return sorted(run_episodes(agent, env, range(episodes), seed, max_steps), key=lambda result: result.episode)

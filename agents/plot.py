@@ -1,0 +1,63 @@
+"""Draw episode returns and normalized scores from one or more episode logs."""
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from seqrl import SeqrlError
+
+
+def read_episodes(paths: list[Path]) -> dict[str, list[dict]]:
+    """Episode records of the logs, grouped by '<agent> on <env>'; a torn last line is skipped."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for path in paths:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except FileNotFoundError:
+            raise SeqrlError(f"log {path} not found; pass the file written by `seqrl rollout --log`") from None
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):
+                    continue  # a run killed mid-write leaves at most a torn last line
+                raise SeqrlError(f"{path}:{number} is not a JSON line; is this an episode log?") from None
+            if not isinstance(record, dict) or "return" not in record or "episode" not in record:
+                raise SeqrlError(f"{path}:{number} has no 'episode'/'return'; is this a `seqrl rollout --log` file?")
+            groups[f"{record.get('agent', '?')} on {record.get('env_id', '?')}"].append(record)
+    if not groups:
+        raise SeqrlError("the logs hold no finished episode; nothing to plot")
+    return groups
+
+
+def plot_logs(paths: list[Path], output: Path) -> None:
+    """Write a PNG with episode returns (top) and normalized scores (bottom) per agent."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        raise SeqrlError("plotting needs matplotlib: pip install 'seqrl[plot]'") from None
+    groups = read_episodes(paths)
+    has_scores = any(r.get("normalized_score") is not None for rs in groups.values() for r in rs)
+    figure, axes = plt.subplots(2 if has_scores else 1, 1, figsize=(8, 6 if has_scores else 3.5), sharex=True, squeeze=False)
+    for label, records in sorted(groups.items()):
+        records = sorted(records, key=lambda r: r["episode"])
+        episodes = [r["episode"] for r in records]
+        axes[0, 0].plot(episodes, [r["return"] for r in records], "o-", label=label)
+        if has_scores:
+            axes[1, 0].plot(episodes, [r.get("normalized_score") for r in records], "o-", label=label)
+    axes[0, 0].set_ylabel("episode return")
+    axes[0, 0].legend(fontsize="small")
+    if has_scores:
+        axes[1, 0].set_ylabel("normalized score (D4RL)")
+    axes[-1, 0].set_xlabel("episode")
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    for axis in axes[:, 0]:
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=100)
+    plt.close(figure)

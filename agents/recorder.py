@@ -1,0 +1,95 @@
+"""`--record`: write a rollout's episodes into a Minari dataset, one finished episode at a time."""
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from seqrl import SeqrlError
+from seqrl.agents.loop import EpisodeResult, Step
+
+
+def default_record_id(env_id: str) -> str:
+    """`seqrl/<env name, lower case>/rollout-v0`, e.g. seqrl/hopper/rollout-v0 for Hopper-v5."""
+    _, name, _ = gym.envs.registration.parse_env_id(env_id)
+    return f"seqrl/{name.lower()}/rollout-v0"
+
+
+@contextmanager
+def _datasets_root(root: Path) -> Iterator[None]:
+    """Point minari's MINARI_DATASETS_PATH at `root` for the block."""
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+class Recorder:
+    """An `on_step` callback that buffers each running episode and appends it to a Minari dataset when it ends."""
+
+    def __init__(self, root: str | os.PathLike, dataset_id: str, env: gym.Env, agent: str, resume: bool = False):
+        from minari import MinariDataset
+        from minari.dataset.minari_dataset import parse_dataset_id
+
+        try:
+            parse_dataset_id(dataset_id)
+        except (ValueError, TypeError):
+            raise SeqrlError(f"--record-id {dataset_id!r} is not a Minari dataset id; use the form namespace/name-v0") from None
+        self.root, self.dataset_id, self.env, self.agent = Path(root), dataset_id, env, agent
+        self.dataset = None  # created with the first finished episode
+        self.recorded_seeds: set[int] = set()
+        self.episodes: dict[int, dict[str, list]] = {}  # running episode index -> its steps so far
+        path = self.root / dataset_id
+        if not path.exists():
+            return
+        if not resume:
+            raise SeqrlError(f"dataset {dataset_id} already exists in {self.root}; choose another --record-id, delete it, or add --resume")
+        self.dataset = MinariDataset(path / "data")
+        if self.dataset.spec.env_spec is not None and self.dataset.spec.env_spec.id != env.spec.id:
+            raise SeqrlError(f"dataset {dataset_id} in {self.root} holds {self.dataset.spec.env_spec.id} episodes, not {env.spec.id}; choose another --record-id")
+        # an episode written just before a crash, but not yet logged, is run again: record it once
+        metadata = self.dataset.storage.get_episode_metadata(self.dataset.episode_indices)
+        self.recorded_seeds = {episode["seed"] for episode in metadata if "seed" in episode}
+
+    def __call__(self, step: Step) -> None:
+        for j, episode in enumerate(step.episodes):
+            if episode not in self.episodes:
+                self.episodes[episode] = {"observations": [np.array(step.observations[j])], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+            steps = self.episodes[episode]
+            steps["observations"].append(np.array(step.next_observations[j]))
+            steps["actions"].append(np.array(step.actions[j]))
+            steps["rewards"].append(step.rewards[j])
+            steps["terminations"].append(step.terminations[j])
+            steps["truncations"].append(step.truncations[j])
+
+    def save(self, result: EpisodeResult) -> None:
+        """Append the finished episode `result` reports to the dataset, creating the dataset first if needed."""
+        from minari import create_dataset_from_buffers
+        from minari.data_collector import EpisodeBuffer
+
+        steps = self.episodes.pop(result.episode)
+        if result.seed in self.recorded_seeds:
+            return
+        episode = EpisodeBuffer(seed=result.seed, **{name: np.stack(values) for name, values in steps.items()})
+        if self.dataset is None:
+            with _datasets_root(self.root), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # minari asks for author, e-mail and code links
+                self.dataset = create_dataset_from_buffers(
+                    self.dataset_id,
+                    [episode],
+                    env=self.env,
+                    algorithm_name=self.agent,
+                    description=f"seqrl rollout of {self.agent} on {self.env.spec.id}",
+                )
+        else:
+            self.dataset.update_dataset_from_buffer([episode])
+        self.recorded_seeds.add(result.seed)

@@ -1,0 +1,88 @@
+"""What a rollout shows: a live progress display while it runs, a summary table when it ends."""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from seqrl.agents.loop import EpisodeResult, Step
+
+
+class RolloutProgress:
+    """Episodes done/total, steps, the current return and steps/s, redrawn at most 10 times a second."""
+
+    def __init__(self, total: int, done: int, console: Console, disable: bool = False):
+        columns = (TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+        self.progress = Progress(*columns, console=console, transient=True, disable=disable)
+        self.task = self.progress.add_task("rollout", total=total, completed=done, status="")
+        self.steps = 0
+        self.start = time.perf_counter()
+        self.next_redraw = 0.0
+
+    def __enter__(self) -> "RolloutProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.progress.stop()
+
+    def on_step(self, step: Step) -> None:
+        """Count the step; refresh the status text when 0.1 s have passed."""
+        self.steps += len(step.episodes)
+        now = time.perf_counter()
+        if now < self.next_redraw:
+            return
+        self.next_redraw = now + 0.1
+        rate = self.steps / max(now - self.start, 1e-9)
+        status = f"steps {self.steps:,}  episode {step.episodes[0]} return {step.returns[0]:.1f}  {rate:,.0f} steps/s"
+        self.progress.update(self.task, status=status)
+
+    def episode_done(self) -> None:
+        """Advance the bar by one finished episode."""
+        self.progress.advance(self.task)
+
+
+EDGE_ROWS = 15  # a summary of more than 2 * EDGE_ROWS episodes shows the first and last EDGE_ROWS of them
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def summary_table(results: list[EpisodeResult], title: str) -> Table:
+    """A row per episode (first and last ones of long runs), then mean ± std, min and max of return, length and score."""
+    table = Table(title=title, caption="score: D4RL normalized return", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("episode", "seed", "return", "length", "score", "end", "time s"):
+        table.add_column(name, justify="left" if name == "end" else "right", no_wrap=True)
+    ordered = sorted(results, key=lambda result: result.episode)
+    for i, r in enumerate(ordered):
+        if len(ordered) > 2 * EDGE_ROWS and EDGE_ROWS <= i < len(ordered) - EDGE_ROWS:
+            if i == EDGE_ROWS:
+                table.add_row("...", "", f"{len(ordered) - 2 * EDGE_ROWS} more", "", "", "", "")
+            continue
+        end = "terminated" if r.terminated else "truncated"
+        table.add_row(str(r.episode), str(r.seed), _number(r.episode_return), str(r.length), _number(r.normalized_score), end, _number(r.wall_time_s, 2))
+    if not results:
+        return table
+    returns = np.array([r.episode_return for r in results])
+    lengths = np.array([r.length for r in results])
+    scores = None if any(r.normalized_score is None for r in results) else np.array([r.normalized_score for r in results])
+    table.add_section()
+    for name, stat in (("mean ± std", None), ("min", np.min), ("max", np.max)):
+        cells = [_stat(values, stat) for values in (returns, lengths, scores)]
+        table.add_row(name, "", *cells, "", "")
+    return table
+
+
+def _stat(values: np.ndarray | None, stat: Callable[[np.ndarray], Any] | None) -> str:
+    """`stat` of `values` as a table cell; None means mean ± std."""
+    if values is None:
+        return "-"
+    if stat is None:
+        return f"{values.mean():,.1f} ± {values.std():,.1f}"
+    return str(stat(values)) if values.dtype.kind == "i" else _number(float(stat(values)))

@@ -1,0 +1,193 @@
+"""The `seqrl` command: rollouts, datasets, training and checkpoint info."""
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from seqrl import SeqrlError
+
+app = typer.Typer(
+    help="Planning and control agents for offline RL with sequence models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+train_app = typer.Typer(help="Train a model on an offline dataset.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@app.command()
+def rollout(
+    env: str = typer.Option(..., "--env", help="Gymnasium MuJoCo env id, e.g. Hopper-v5."),
+    agent: str | None = typer.Option(None, help="Built-in agent: random (default: the env's bundled trained agent, else random)."),
+    checkpoint: str | None = typer.Option(None, help="Checkpoint directory (or hub id) of a TT planner or DT policy."),
+    dataset: str | None = typer.Option(None, help="Dataset the checkpoint agent takes its statistics from, if it needs one."),
+    episodes: int = typer.Option(10, help="Episodes to run; episode i uses seed SEED + i."),
+    seed: int = typer.Option(0, help="Seed of episode 0 (env reset and the agent's random stream)."),
+    max_steps: int | None = typer.Option(None, help="Cap on steps per episode; a capped episode ends truncated (default: the env's own limit)."),
+    num_envs: int = typer.Option(1, help="Envs stepped together (one batched agent call per step)."),
+    log: Path | None = typer.Option(None, help="Append one JSON line per finished episode to this file."),
+    resume: bool = typer.Option(False, "--resume", help="Skip the episodes --log already holds for these settings."),
+    record: Path | None = typer.Option(None, help="Minari datasets root to record the episodes into."),
+    record_id: str | None = typer.Option(None, help="Id of the recorded dataset (default: seqrl/<env name>/rollout-v0)."),
+    device: str = typer.Option("cpu", help="Where the agent's model runs: cpu or cuda."),
+    threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
+) -> None:
+    """Run episodes of an agent in a MuJoCo env, with progress, a summary, an episode log and a recording.
+
+    Examples:
+
+      seqrl rollout --env Hopper-v5 --agent random --episodes 5
+
+      seqrl rollout --env Hopper-v5 --checkpoint runs/tt-hopper --episodes 10 --num-envs 5 --log runs.jsonl
+
+      seqrl rollout --env Hopper-v5 --checkpoint runs/tt-hopper --episodes 10 --log runs.jsonl --resume
+
+      seqrl rollout --env Hopper-v5 --episodes 20 --record datasets  (then MINARI_DATASETS_PATH=datasets)
+    """
+    from seqrl.agents.rollout import rollout as run
+
+    # Planner and policy settings for load_agent (None: the checkpoint's default); add new flags here.
+    method_options: dict[str, object] = {}
+    status = run(
+        env, agent, checkpoint, dataset, episodes, seed, max_steps, num_envs, log, resume, record, record_id,
+        device, threads, quiet, options={name: value for name, value in method_options.items() if value is not None},
+    )
+    if status:
+        raise typer.Exit(status)
+
+
+@app.command()
+def datasets(
+    root: Path | None = typer.Option(
+        None, "--root", help="Minari datasets root (default: MINARI_DATASETS_PATH, else ~/.minari/datasets)."
+    ),
+) -> None:
+    """List the local Minari datasets with their episode and return statistics.
+
+    Example: seqrl datasets --root ../shared/datasets
+    """
+    from rich import box
+    from rich.table import Table
+
+    from seqrl.envs.datasets import datasets_root, load_dataset, local_dataset_ids
+
+    root = root or datasets_root()
+    if not root.is_dir():
+        raise SeqrlError(f"no datasets root {root}: pass --root DIR or set MINARI_DATASETS_PATH")
+    ids = local_dataset_ids(root)
+    if not ids:
+        Console().print(f"no Minari datasets under {root}")
+        return
+    stats, problems = {}, []
+    for dataset_id in ids:
+        try:
+            stats[dataset_id] = load_dataset(str(root / dataset_id)).stats()
+        except SeqrlError as error:
+            problems.append(str(error))
+    table = Table(title=f"Minari datasets in {root}", caption="score: D4RL normalized return, mean",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("env / dataset", no_wrap=True)
+    for column in ("episodes", "steps", "return\nmean ± std", "return\nmin..max", "score"):
+        table.add_column(column, justify="right", no_wrap=True)
+    envs = {dataset_id: info["env_id"] or "unknown env" for dataset_id, info in stats.items()}
+    for env_id in sorted(set(envs.values())):
+        table.add_row(f"[bold]{env_id}[/]")
+        for dataset_id in (d for d in stats if envs[d] == env_id):
+            info, score = stats[dataset_id], stats[dataset_id]["normalized_score_mean"]
+            table.add_row(
+                f" {dataset_id}",
+                f"{info['episodes']:,}",
+                f"{info['steps']:,}",
+                f"{info['return_mean']:.0f} ± {info['return_std']:.0f}",
+                f"{info['return_min']:.0f}..{info['return_max']:.0f}",
+                "-" if score is None else f"{score:.1f}",
+            )
+    Console().print(table)
+    if problems:
+        raise SeqrlError(f"{len(problems)} unreadable dataset(s): " + " | ".join(problems))
+
+
+@app.command()
+def info(checkpoint: str = typer.Argument(..., help="Checkpoint directory (or Hugging Face hub id).")) -> None:
+    """Show what a checkpoint is: kind, env, dimensions, parameters, datasets, training and loss.
+
+    Example: seqrl info runs/tt-hopper
+    """
+    from rich import box
+    from rich.table import Table
+
+    from seqrl.planners.info import describe_checkpoint
+
+    table = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for name, value in describe_checkpoint(checkpoint):
+        table.add_row(name, value)
+    Console().print(table)
+
+
+@train_app.command("tt")
+def train_tt(
+    dataset: str = typer.Option(..., help="Dataset(s): Minari id or directory, D4RL .hdf5, DT .pkl; comma-separated to combine."),
+    out: Path = typer.Option(..., help="Checkpoint directory to create (or continue with --resume)."),
+    steps: int | None = typer.Option(None, help="Updates to run [default: the original's 50M windows, i.e. 50 epochs of a 1M-step dataset]."),
+    epochs: float | None = typer.Option(None, help="Passes over the training windows, instead of --steps."),
+    batch_size: int = typer.Option(256, help="Windows per update."),
+    lr: float = typer.Option(6e-4, help="Peak AdamW learning rate."),
+    weight_decay: float = typer.Option(0.1, help="AdamW weight decay, applied to weight matrices only."),
+    beta1: float = typer.Option(0.9, help="AdamW beta1."),
+    beta2: float = typer.Option(0.95, help="AdamW beta2."),
+    grad_clip: float = typer.Option(1.0, help="Gradient-norm clip."),
+    warmup_epochs: float = typer.Option(1.0, help="Linear warmup length, in epochs."),
+    decay_epochs: float = typer.Option(20.0, help="Epoch at which the cosine decay reaches --min-lr-ratio."),
+    min_lr_ratio: float = typer.Option(0.1, help="Floor of the learning rate, as a fraction of --lr."),
+    n_layer: int = typer.Option(4, help="Transformer blocks."),
+    n_head: int = typer.Option(4, help="Attention heads."),
+    n_embd: int = typer.Option(128, help="Embedding width."),
+    embd_pdrop: float = typer.Option(0.1, help="Dropout on embeddings."),
+    resid_pdrop: float = typer.Option(0.1, help="Dropout on residual branches."),
+    attn_pdrop: float = typer.Option(0.1, help="Dropout on attention weights."),
+    action_weight: float = typer.Option(5.0, help="Loss weight of action tokens."),
+    reward_weight: float = typer.Option(1.0, help="Loss weight of reward tokens."),
+    value_weight: float = typer.Option(1.0, help="Loss weight of value tokens."),
+    sequence_length: int = typer.Option(10, help="Transitions per training window."),
+    n_bins: int = typer.Option(100, help="Bins (tokens) per dimension."),
+    discretizer: str = typer.Option("quantile", help="Bin placement: quantile (equal counts, the original) or uniform."),
+    discount: float = typer.Option(0.99, help="Discount of the value-to-go targets."),
+    termination_penalty: float = typer.Option(-100.0, help="Reward that replaces the reward of a terminal step."),
+    max_path_length: int = typer.Option(1000, help="Steps of an episode that count in the loss."),
+    holdout: float = typer.Option(0.05, help="Fraction of episodes held out for the held-out loss (0 for none)."),
+    seed: int = typer.Option(42, help="Seed of initialization, data order, dropout and the held-out split."),
+    device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    eval_every: int = typer.Option(500, help="Steps between metrics.jsonl records (train and held-out loss)."),
+    save_every: int = typer.Option(1000, help="Steps between checkpoints (always one at the end)."),
+    threads: int | None = typer.Option(None, help="CPU threads for torch [default: torch's choice]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out (repeat its options; --steps may grow)."),
+    datasets_root: Path | None = typer.Option(None, help="Minari datasets root for dataset ids (sets MINARI_DATASETS_PATH)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+) -> None:
+    """Train a Trajectory Transformer on an offline dataset (the original recipe by default).
+
+    Example: seqrl train tt --dataset zoo/hopper/medium-v0 --out runs/tt-hopper --steps 20000
+    """
+    import os
+
+    from seqrl.planners.trajectory.train import TrainArgs
+    from seqrl.planners.trajectory.train import train_tt as run
+
+    if datasets_root is not None:
+        os.environ["MINARI_DATASETS_PATH"] = str(datasets_root)
+    options = {name: value for name, value in locals().items() if name in TrainArgs.__dataclass_fields__}
+    run(TrainArgs(**{**options, "out": str(out)}))
+
+
+def main() -> None:
+    """Entry point of the `seqrl` command: user errors print one line and exit with status 1."""
+    try:
+        app()
+    except SeqrlError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None

@@ -1,0 +1,189 @@
+"""Checkpoint directories: HF-compatible `config.json` + `model.safetensors`, plus seqrl's `seqrl.json`."""
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from seqrl import SeqrlError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+LEGACY_WEIGHTS_FILE = "pytorch_model.bin"
+META_FILE = "seqrl.json"
+
+
+def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
+    """Local directory of a checkpoint given as a path or a Hugging Face hub id."""
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise SeqrlError(f"checkpoint {path} is a file; pass the directory that holds {CONFIG_FILE}")
+    name = str(path_or_id)
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", name) or name.startswith("."):
+        raise SeqrlError(f"checkpoint directory {path} not found; check the path")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise SeqrlError(
+            f"checkpoint {name} is not a local directory and huggingface_hub is not installed; "
+            "pass a local checkpoint directory (or `pip install huggingface_hub` to fetch hub ids)"
+        ) from None
+    try:
+        return Path(snapshot_download(repo_id=name))
+    except Exception as error:  # network down, unknown repo, auth: all end the same way for the user
+        raise SeqrlError(
+            f"could not fetch {name} from the Hugging Face hub ({type(error).__name__}); "
+            "pass a local checkpoint directory instead"
+        ) from None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or a one-line error naming the file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SeqrlError(f"{path} is missing; is this a seqrl or Hugging Face checkpoint directory?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SeqrlError(f"{path} is not valid JSON ({error}); re-save the checkpoint") from None
+    if not isinstance(data, dict):
+        raise SeqrlError(f"{path} must hold a JSON object")
+    return data
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as indented JSON."""
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of `model.safetensors`, or of HF's older `pytorch_model.bin`."""
+    directory = Path(directory)
+    try:
+        if (directory / WEIGHTS_FILE).exists():
+            return load_file(directory / WEIGHTS_FILE)
+        if (directory / LEGACY_WEIGHTS_FILE).exists():
+            return torch.load(directory / LEGACY_WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise SeqrlError(f"cannot read the weights in {directory} ({type(error).__name__}: {error})") from None
+    raise SeqrlError(f"{directory} has no {WEIGHTS_FILE} or {LEGACY_WEIGHTS_FILE}; pass a checkpoint directory")
+
+
+def save_state_dict(directory: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    """Write `model.safetensors` with the `{"format": "pt"}` metadata transformers requires."""
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
+    save_file(tensors, Path(directory) / WEIGHTS_FILE, metadata={"format": "pt"})
+
+
+def file_digest(path: Path) -> str:
+    """First 16 hex digits of the file's SHA-256, to tell checkpoints apart in logs."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+@contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a temporary directory that replaces `final` in one rename once the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = final.with_name(f".{final.name}.old")
+    shutil.rmtree(previous, ignore_errors=True)
+    if final.exists():
+        final.rename(previous)
+    staging.rename(final)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+class PretrainedConfig:
+    """Mixin for config dataclasses that read and write Hugging Face's `config.json`."""
+
+    model_type: ClassVar[str]
+    architecture: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields plus the keys transformers needs to pick the class."""
+        return {**dataclasses.asdict(self), "model_type": self.model_type, "architectures": [self.architecture]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build from a config dict, ignoring the extra keys transformers writes."""
+        found = data.get("model_type", cls.model_type)
+        if found != cls.model_type:
+            raise SeqrlError(f"checkpoint is a {found!r} model, not a {cls.model_type!r} one; pick the matching agent")
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write `config.json` into `directory`."""
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        write_json(Path(directory) / CONFIG_FILE, self.to_dict())
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike) -> Self:
+        """Read `config.json` from a checkpoint directory or hub id."""
+        return cls.from_dict(read_json(resolve_checkpoint(path_or_id) / CONFIG_FILE))
+
+
+class PretrainedModel(nn.Module):
+    """Mixin giving HF-style `from_pretrained` / `save_pretrained` to a module built from a config."""
+
+    config_class: ClassVar[type[PretrainedConfig]]
+    ignored_keys: ClassVar[tuple[str, ...]] = ()  # regexes of buffers HF files may carry and seqrl drops
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike) -> Self:
+        """Load weights and config from a checkpoint directory or hub id, in eval mode."""
+        directory = resolve_checkpoint(path_or_id)
+        model = cls(cls.config_class.from_pretrained(directory))
+        state = {
+            key: value
+            for key, value in load_state_dict(directory).items()
+            if not any(re.search(pattern, key) for pattern in cls.ignored_keys)
+        }
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise SeqrlError(
+                f"weights in {directory} do not fit {cls.__name__}: missing {missing[:4]}, unexpected {unexpected[:4]}; "
+                "is this the right kind of checkpoint?"
+            )
+        for key, tensor in state.items():
+            if tensor.shape != expected[key].shape:
+                raise SeqrlError(
+                    f"weight {key} in {directory} has shape {tuple(tensor.shape)} but the config implies "
+                    f"{tuple(expected[key].shape)}; config.json and the weights disagree"
+                )
+        model.load_state_dict(state)
+        return model.eval()
+
+    def state_dict_to_save(self) -> dict[str, torch.Tensor]:
+        """The tensors `save_pretrained` writes; subclasses add buffers transformers expects."""
+        return self.state_dict()
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write `config.json` and `model.safetensors` into `directory`."""
+        self.config.save_pretrained(directory)
+        save_state_dict(Path(directory), self.state_dict_to_save())

@@ -1,0 +1,207 @@
+"""Return-conditioned control with a Decision Transformer: every env slot keeps a rolling K-step history."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from seqrl import SeqrlError
+from seqrl.agents.base import Agent
+from seqrl.planners.checkpoint import LEGACY_WEIGHTS_FILE, META_FILE, WEIGHTS_FILE, file_digest, read_json
+from seqrl.planners.decision.model import DecisionTransformerModel
+
+TARGET_RETURNS = {"Hopper": 3600.0, "HalfCheetah": 12000.0, "Walker2d": 5000.0}  # the paper's evaluation targets
+CONTEXT_LENGTH = 20
+RETURN_SCALE = 1000.0
+
+
+def paper_target_return(env_id: str | None) -> float | None:
+    """The target return the DT paper used for this env family (e.g. "Hopper-v5" -> 3600), if any."""
+    return TARGET_RETURNS.get((env_id or "").split("-")[0])
+
+
+class DecisionTransformerPolicy(Agent):
+    """Acts for many env slots at once: one forward over all slots' left-padded K-step histories per step."""
+
+    name = "dt"
+
+    def __init__(
+        self,
+        model: DecisionTransformerModel,
+        state_mean: np.ndarray,
+        state_std: np.ndarray,
+        action_space: gym.spaces.Box,
+        target_return: float,
+        context_length: int = CONTEXT_LENGTH,
+        return_scale: float = RETURN_SCALE,
+        info: dict[str, Any] | None = None,
+    ):
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.state_mean = torch.as_tensor(state_mean, dtype=torch.float32, device=self.device)
+        self.state_std = torch.as_tensor(state_std, dtype=torch.float32, device=self.device)
+        self.low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
+        self.high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
+        self.action_dtype = action_space.dtype
+        self.target_return = float(target_return)
+        self.context_length = context_length
+        self.return_scale = float(return_scale)
+        self.info = info or {}
+        self.max_timestep = model.config.max_ep_len - 1
+        K = context_length
+        self.shapes = {  # per slot: the last K steps, oldest first, left-padded while the episode is younger than K
+            "states": ((K, model.config.state_dim), torch.float32),
+            "actions": ((K, model.config.act_dim), torch.float32),
+            "returns": ((K, 1), torch.float32),  # scaled return-to-go
+            "timesteps": ((K,), torch.long),
+            "mask": ((K,), torch.long),  # 1 for real steps, 0 for padding
+        }
+        self.history = {name: torch.zeros((0, *shape), dtype=dtype, device=self.device) for name, (shape, dtype) in self.shapes.items()}
+        self.return_to_go = np.zeros(0)  # unscaled, per slot
+        self.step = np.zeros(0, dtype=np.int64)
+        self.started = np.zeros(0, dtype=bool)
+
+    def _grow(self, slots: int) -> None:
+        """Add empty history buffers up to `slots` slots, keeping what the others hold."""
+        extra = slots - len(self.step)
+        for name, (shape, dtype) in self.shapes.items():
+            padding = torch.zeros((extra, *shape), dtype=dtype, device=self.device)
+            self.history[name] = torch.cat([self.history[name], padding])
+        self.return_to_go = np.concatenate([self.return_to_go, np.zeros(extra)])
+        self.step = np.concatenate([self.step, np.zeros(extra, dtype=np.int64)])
+        self.started = np.concatenate([self.started, np.zeros(extra, dtype=bool)])
+
+    def reset(self, seed: int | None = None, slot: int = 0) -> None:
+        """Empty `slot`'s history and restart its return-to-go at the target (the policy is deterministic: `seed` is unused)."""
+        if slot >= len(self.step):
+            self._grow(slot + 1)
+        for buffer in self.history.values():
+            buffer[slot] = 0
+        self.return_to_go[slot] = self.target_return
+        self.step[slot] = 0
+        self.started[slot] = True
+
+    @torch.inference_mode()
+    def act_batch(self, observations: np.ndarray, slots: Sequence[int]) -> np.ndarray:
+        """Append each slot's observation to its history and predict all slots' actions in one forward."""
+        slots = list(slots)
+        if not all(slot < len(self.started) and self.started[slot] for slot in slots):
+            raise SeqrlError(f"act called on slots {slots} before reset; call reset(slot=...) at each episode start")
+        index = torch.as_tensor(slots, device=self.device)
+        observations = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=self.device)
+        returns = torch.as_tensor(self.return_to_go[slots] / self.return_scale, dtype=torch.float32, device=self.device)
+        timesteps = torch.as_tensor(np.minimum(self.step[slots], self.max_timestep), device=self.device)
+        newest = {  # what enters each slot's history on the right, the oldest step dropping off the left
+            "states": (observations - self.state_mean) / self.state_std,
+            "actions": 0.0,  # placeholder until predicted: the action token comes after the state token it depends on
+            "returns": returns[:, None],
+            "timesteps": timesteps,
+            "mask": 1,
+        }
+        window = {}
+        for name, value in newest.items():
+            window[name] = self.history[name][index].roll(-1, dims=1)  # (N, K, ...)
+            window[name][:, -1] = value
+            self.history[name][index] = window[name]
+        predicted = self.model(
+            window["states"], window["actions"], None, window["returns"], window["timesteps"], window["mask"]
+        ).action_preds[:, -1]  # (N, act_dim)
+        actions = torch.maximum(torch.minimum(predicted, self.high), self.low)
+        self.history["actions"][index, -1] = actions
+        return actions.cpu().numpy().astype(self.action_dtype)
+
+    def observe_batch(self, rewards: np.ndarray, slots: Sequence[int]) -> None:
+        """Subtract each reward from its slot's return-to-go and advance the slot's timestep."""
+        self.return_to_go[list(slots)] -= np.asarray(rewards, dtype=np.float64)
+        self.step[list(slots)] += 1
+
+    def settings(self) -> dict[str, Any]:
+        """Effective policy settings plus where the model came from."""
+        return {
+            "agent": self.name,
+            "target_return": self.target_return,
+            "context_length": self.context_length,
+            "return_scale": self.return_scale,
+            "device": str(self.device),
+            **self.info,
+        }
+
+
+def load_agent(
+    directory: Path,
+    env: gym.Env,
+    dataset: str | None = None,
+    device: str = "cpu",
+    target_return: float | None = None,
+    context_length: int | None = None,
+    return_scale: float | None = None,
+) -> DecisionTransformerPolicy:
+    """The DT policy of a seqrl or plain Hugging Face checkpoint directory, checked against `env`."""
+    directory = Path(directory)
+    model = DecisionTransformerModel.from_pretrained(directory)
+    config = model.config
+    meta = read_json(directory / META_FILE) if (directory / META_FILE).exists() else {}
+    env_id = env.spec.id if env.spec else meta.get("env_id")
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    if (obs_dim, act_dim) != (config.state_dim, config.act_dim):
+        raise SeqrlError(
+            f"checkpoint {directory} expects state_dim {config.state_dim} and act_dim {config.act_dim} but {env_id} has "
+            f"{obs_dim} and {act_dim}; pass the env the checkpoint was trained on"
+        )
+    state_mean, state_std, stats_source = _state_statistics(directory, meta, dataset, config.state_dim)
+    defaults = meta.get("policy", {})
+    target_return = _first(target_return, defaults.get("target_return"), paper_target_return(env_id))
+    if target_return is None:
+        raise SeqrlError(f"no default target return for {env_id}; pass --target-return")
+    context_length = int(_first(context_length, defaults.get("context_length"), CONTEXT_LENGTH))
+    if not 1 <= 3 * context_length <= config.n_positions:
+        raise SeqrlError(f"context length {context_length} must be between 1 and n_positions/3 = {config.n_positions // 3}")
+    weights = directory / WEIGHTS_FILE if (directory / WEIGHTS_FILE).exists() else directory / LEGACY_WEIGHTS_FILE
+    info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights), "state_statistics": stats_source}
+    return DecisionTransformerPolicy(
+        model.to(_torch_device(device)),
+        state_mean,
+        state_std,
+        env.action_space,
+        target_return=target_return,
+        context_length=context_length,
+        return_scale=_first(return_scale, defaults.get("return_scale"), RETURN_SCALE),
+        info=info,
+    )
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None."""
+    return next((value for value in values if value is not None), None)
+
+
+def _state_statistics(directory: Path, meta: dict, dataset: str | None, state_dim: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """State mean and std from seqrl.json, else from `dataset`; and where they came from."""
+    if "state_mean" in meta and "state_std" in meta:
+        mean, std, source = np.asarray(meta["state_mean"]), np.asarray(meta["state_std"]), str(directory / META_FILE)
+    elif dataset is not None:
+        from seqrl.envs.datasets import load_dataset
+
+        data = load_dataset(dataset)
+        mean, std, source = data.observation_mean, data.observation_std, dataset
+    else:
+        raise SeqrlError(
+            f"{directory} has no state normalization statistics (no {META_FILE}); "
+            "pass --dataset with the dataset the model was trained on"
+        )
+    if mean.shape != (state_dim,) or std.shape != (state_dim,):
+        raise SeqrlError(f"state statistics from {source} have {mean.size} dims but the model has state_dim {state_dim}")
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise SeqrlError(f"state statistics from {source} hold NaN, infinite or non-positive values; retrain or fix them")
+    return mean.astype(np.float32), std.astype(np.float32), source
+
+
+def _torch_device(device: str) -> torch.device:
+    """`device` as a torch device, or a one-line error when it is not available."""
+    try:
+        return torch.zeros(0, device=device).device
+    except (RuntimeError, AssertionError) as error:
+        raise SeqrlError(f"device {device!r} is not available ({error}); pass --device cpu") from None

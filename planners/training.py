@@ -1,0 +1,238 @@
+"""Training pieces shared by the TT and DT trainers: AdamW groups, warmup + cosine, batches, metrics, checkpoints."""
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from seqrl import SeqrlError
+from seqrl.planners.checkpoint import atomic_directory, load_state_dict
+
+TRAINING_STATE_FILE = "training_state.pt"
+METRICS_FILE = "metrics.jsonl"
+Batch = Sequence[torch.Tensor]
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for `--device`: 'auto' picks CUDA when available; an unusable device is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SeqrlError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SeqrlError(f"--device {name} asked for CUDA but torch sees no GPU here; use --device cpu")
+    return device
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """AdamW decaying only weight matrices: no decay on biases, LayerNorm, embeddings or free parameters."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            matrix = name == "weight" and param.ndim >= 2 and not isinstance(module, (nn.Embedding, nn.LayerNorm))
+            (decay if matrix else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, decay_steps: int, min_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate ramped linearly over `warmup_steps`, then cosine down to `min_ratio` at `decay_steps`, then flat."""
+
+    def multiplier(step: int) -> float:
+        updates = step + 1  # the update about to happen counts, so the first one is not at lr 0
+        if updates < warmup_steps:
+            return updates / warmup_steps
+        progress = min(1.0, (updates - warmup_steps) / max(1, decay_steps - warmup_steps))
+        return max(min_ratio, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+
+
+class EpochSampler:
+    """Batch indices by step: each epoch is a fresh permutation seeded by (seed, epoch), so a step alone resumes it."""
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        if size < 1:
+            raise SeqrlError("no training samples: the dataset's episodes are too short; use a larger dataset")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.steps_per_epoch = math.ceil(size / batch_size)  # the last batch of an epoch may be smaller
+        self.epoch, self.order = -1, torch.empty(0, dtype=torch.int64)
+
+    def indices(self, step: int) -> torch.Tensor:
+        """Indices of the batch used at `step` (0-based)."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.order = torch.from_numpy(np.random.default_rng([self.seed, epoch]).permutation(self.size))
+        return self.order[position * self.batch_size : (position + 1) * self.batch_size]
+
+
+def split_episodes(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of training and held-out episodes; `fraction` of them (at least one, if any) held out, never all."""
+    if not 0 <= fraction < 1:
+        raise SeqrlError(f"held-out fraction must be in [0, 1), got {fraction}")
+    held = min(count - 1, math.ceil(fraction * count)) if fraction > 0 else 0
+    order = np.random.default_rng([seed, count]).permutation(count)
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def fresh_output_directory(out: Path) -> None:
+    """Create `out` for a new run, refusing one that holds anything but a previous run's bare metrics."""
+    if out.exists() and not out.is_dir():
+        raise SeqrlError(f"--out {out} is a file; pass a directory")
+    if out.is_dir() and any(path.name != METRICS_FILE for path in out.iterdir()):
+        hint = "pass --resume to continue it" if (out / TRAINING_STATE_FILE).exists() else "it is not empty"
+        raise SeqrlError(f"--out {out} already exists ({hint}) or choose a new --out directory")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS_FILE).write_text("")
+
+
+@dataclass
+class Trainer:
+    """Steps of loss, backward, clipped AdamW and lr schedule, with held-out loss in metrics.jsonl and atomic saves."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    out: Path  # the checkpoint directory, replaced as a whole on every save
+    loss_of: Callable[[nn.Module, Batch], torch.Tensor]  # mean loss of a batch (already on the model's device)
+    tokens_in: Callable[[Batch], int]  # tokens (or samples) a batch counts for the throughput figure
+    write_files: Callable[[Path, dict[str, Any]], None]  # model files + metadata into a directory, given `summary`
+    grad_clip: float
+    eval_every: int
+    save_every: int
+    quiet: bool = False
+    step: int = 0  # updates done
+    tokens: int = 0
+    elapsed: float = 0.0  # seconds spent in `run`, over all sessions
+    saved_step: int | None = None  # step of the checkpoint in `out`
+    pending: list[float] = field(default_factory=list)  # train losses since the last metrics record
+    summary: dict[str, Any] = field(default_factory=dict)  # the latest metrics record
+
+    def resume(self) -> None:
+        """Restore weights, optimizer, scheduler, RNG, counters and metrics from the checkpoint in `out`."""
+        path = self.out / TRAINING_STATE_FILE
+        if not path.exists():
+            raise SeqrlError(f"cannot resume: {path} is missing; start a new run with another --out")
+        device = next(self.model.parameters()).device
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(load_state_dict(self.out))
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, KeyError, ValueError) as error:
+            first = str(error).strip().splitlines()[0]
+            raise SeqrlError(f"cannot resume from {self.out} ({first}); the model options must match the run's") from None
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        self.step = self.saved_step = state["step"]
+        self.tokens, self.elapsed, self.pending = state["tokens"], state["elapsed"], state["pending"]
+        self.summary = json.loads(state["summary"])
+        metrics = self.out / METRICS_FILE
+        kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+        metrics.write_text("".join(line + "\n" for line in kept))  # drop records of steps that were not saved
+
+    def run(self, batch_at: Callable[[int], Batch], held_out: Sequence[Batch], steps: int) -> dict[str, Any]:
+        """Train until `steps` updates are done; return the last metrics record. Ctrl-C keeps the last checkpoint."""
+        columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
+        session_tokens, session_start = 0, time.perf_counter()
+        tick = session_start
+        with Progress(*columns, disable=self.quiet) as progress:
+            task = progress.add_task("train", total=steps, completed=self.step, status="")
+            try:
+                while self.step < steps:
+                    batch = batch_at(self.step)
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.pending.append(self.update(batch))
+                    self.step += 1
+                    self.tokens += self.tokens_in(batch)
+                    session_tokens += self.tokens_in(batch)
+                    status = f"loss {self.pending[-1]:.4f}  {session_tokens / (time.perf_counter() - session_start):,.0f} tok/s"
+                    if self.step % self.eval_every == 0 or self.step == steps:
+                        self.elapsed += time.perf_counter() - tick
+                        tick = time.perf_counter()
+                        self.record(lr, self.evaluate(held_out))
+                        held = self.summary["held_out_loss"]
+                        status += "" if held is None else f"  held-out {held:.4f}"
+                    progress.update(task, completed=self.step, status=status)
+                    if self.step % self.save_every == 0 or self.step == steps:
+                        self.elapsed += time.perf_counter() - tick
+                        tick = time.perf_counter()
+                        self.save()
+            except KeyboardInterrupt:
+                kept = "no checkpoint yet" if self.saved_step is None else f"the checkpoint of step {self.saved_step} is intact"
+                Console(stderr=True).print(f"interrupted at step {self.step}; {kept} in {self.out} (continue with --resume)")
+                raise SystemExit(130) from None
+        return self.summary
+
+    def update(self, batch: Batch) -> float:
+        """One optimisation step on `batch`; its loss."""
+        self.model.train()
+        loss = self.loss_of(self.model, batch)
+        if not torch.isfinite(loss):
+            raise SeqrlError(f"training loss became {loss.item()} at step {self.step}; lower --lr or check the dataset")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self, batches: Sequence[Batch]) -> float | None:
+        """Mean loss over held-out batches in eval mode (no dropout), or None without any."""
+        if not batches:
+            return None
+        self.model.eval()
+        total = sum(self.loss_of(self.model, batch).item() * len(batch[0]) for batch in batches)
+        return total / sum(len(batch[0]) for batch in batches)
+
+    def record(self, lr: float, held_out_loss: float | None) -> None:
+        """Append a metrics record (mean train loss since the last one) to metrics.jsonl and keep it as the summary."""
+        self.summary = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "train_loss": float(np.mean(self.pending)),
+            "held_out_loss": held_out_loss,
+            "lr": lr,
+            "elapsed": round(self.elapsed, 3),
+        }
+        self.pending = []
+        with open(self.out / METRICS_FILE, "a") as file:
+            file.write(json.dumps(self.summary) + "\n")
+
+    def save(self) -> None:
+        """Replace `out` in one rename with the model files, training state and metrics of this step."""
+        metrics = (self.out / METRICS_FILE).read_bytes()
+        device = next(self.model.parameters()).device
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "step": self.step,
+            "tokens": self.tokens,
+            "elapsed": self.elapsed,
+            "pending": self.pending,
+            "summary": json.dumps(self.summary),
+        }
+        if device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(device)
+        with atomic_directory(self.out) as staging:
+            self.write_files(staging, self.summary)
+            torch.save(state, staging / TRAINING_STATE_FILE)
+            (staging / METRICS_FILE).write_bytes(metrics)
+        self.saved_step = self.step

@@ -1,0 +1,246 @@
+"""Trajectory Transformer (Janner, Li, Levine 2021): a GPT over discretized transitions.
+
+Parameter names and shapes are those of transformers' `TrajectoryTransformerModel`, so state dicts
+load both ways. Unlike transformers, decoding with `past_key_values` is exact: new tokens sit at
+absolute positions after the cached ones, for the position embedding, the per-dimension token
+offset, the value mask and the output head alike.
+
+Cache format (`past_key_values`): a tuple with one `(key, value)` pair per layer, each a plain
+tensor of shape (batch, n_head, cached_length, n_embd // n_head). Select or repeat rows (beams)
+with `select_cache`. Keys carry their absolute positions, so a cache cannot be cropped at the
+front; the cached plus new length may not exceed `block_size`.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqrl import SeqrlError
+from seqrl.planners.checkpoint import PretrainedModel
+from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
+
+LayerCache = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class TrajectoryTransformerOutput:
+    """What `TrajectoryTransformerModel.forward` returns, fields as in transformers."""
+
+    loss: torch.Tensor | None = None  # scalar, when targets are given
+    logits: torch.Tensor | None = None  # (batch, length, vocab_size + 1)
+    past_key_values: tuple[LayerCache, ...] | None = None  # per layer (key, value), (batch, n_head, total, head_dim)
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # n_layer + 1 of (batch, length, n_embd)
+    attentions: tuple[torch.Tensor, ...] | None = None  # per layer (batch, n_head, length, total)
+
+
+def select_cache(past_key_values: tuple[LayerCache, ...], index: torch.Tensor) -> tuple[LayerCache, ...]:
+    """The cache rows `index` (a 1-D LongTensor over the batch; repeat a row to fork beams)."""
+    return tuple((key.index_select(0, index), value.index_select(0, index)) for key, value in past_key_values)
+
+
+class EinLinear(nn.Module):
+    """A bias-free linear layer per position within a transition."""
+
+    def __init__(self, n_models: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_models, out_features, in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., n_models, in_features) -> (..., n_models, out_features)."""
+        return torch.einsum("moi,...mi->...mo", self.weight, x)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention under a given mask of allowed (query, key) pairs."""
+
+    def __init__(self, config: TrajectoryTransformerConfig) -> None:
+        super().__init__()
+        self.key = nn.Linear(config.n_embd, config.n_embd)
+        self.query = nn.Linear(config.n_embd, config.n_embd)
+        self.value = nn.Linear(config.n_embd, config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_drop = nn.Dropout(config.attn_pdrop)
+        self.resid_drop = nn.Dropout(config.resid_pdrop)
+        self.n_head = config.n_head
+
+    def forward(
+        self, x: torch.Tensor, allowed: torch.Tensor, layer_past: LayerCache | None, output_attentions: bool
+    ) -> tuple[torch.Tensor, LayerCache, torch.Tensor | None]:
+        """Attend from x (batch, length, n_embd) to the cached and new keys; `allowed` is (length, total)."""
+        batch, length, width = x.shape
+
+        def heads(projected: torch.Tensor) -> torch.Tensor:
+            # (batch, length, width) -> (batch, n_head, length, head_dim)
+            return projected.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2)
+
+        key, query, value = heads(self.key(x)), heads(self.query(x)), heads(self.value(x))
+        if layer_past is not None:
+            key = torch.cat((layer_past[0], key), dim=2)
+            value = torch.cat((layer_past[1], value), dim=2)
+        if output_attentions:
+            scores = query @ key.transpose(-2, -1) / math.sqrt(key.size(-1))  # (batch, n_head, length, total)
+            weights = self.attn_drop(F.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1))
+            attended = weights @ value
+        else:
+            weights = None
+            dropout = self.attn_drop.p if self.training else 0.0
+            attended = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, dropout_p=dropout)
+        attended = attended.transpose(1, 2).reshape(batch, length, width)  # heads side by side again
+        return self.resid_drop(self.proj(attended)), (key, value), weights
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: attention then a 4x GELU MLP, each with a residual."""
+
+    def __init__(self, config: TrajectoryTransformerConfig) -> None:
+        super().__init__()
+        # transformers builds these with LayerNorm's default eps (1e-5), not config.layer_norm_eps
+        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.l1 = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.act = nn.GELU()
+        self.l2 = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.drop = nn.Dropout(config.resid_pdrop)
+
+    def forward(
+        self, x: torch.Tensor, allowed: torch.Tensor, layer_past: LayerCache | None, output_attentions: bool
+    ) -> tuple[torch.Tensor, LayerCache, torch.Tensor | None]:
+        """The block's output for x (batch, length, n_embd), its (key, value) cache and attention weights."""
+        attended, present, weights = self.attn(self.ln1(x), allowed, layer_past, output_attentions)
+        x = x + attended
+        x = x + self.drop(self.l2(self.act(self.l1(self.ln2(x)))))
+        return x, present, weights
+
+
+class TrajectoryTransformerModel(PretrainedModel):
+    """GPT over transitions [observation, action, reward, value] of tokens in [0, vocab_size]; vocab_size = stop."""
+
+    config_class = TrajectoryTransformerConfig
+    ignored_keys = (r"^blocks\.\d+\.attn\.mask$",)  # transformers stores its causal mask as a buffer
+
+    def __init__(self, config: TrajectoryTransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        # one embedding row per (dimension, bin), plus the stop token at the end
+        self.tok_emb = nn.Embedding(config.vocab_size * config.transition_dim + 1, config.n_embd)
+        self.pos_emb = nn.Parameter(torch.zeros(1, config.block_size, config.n_embd))
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.head = EinLinear(config.transition_dim, config.n_embd, config.vocab_size + 1)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """transformers' initialisation: normal(0, initializer_range) matrices, kaiming-uniform heads, zero pos_emb."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                module.weight.normal_(0.0, self.config.initializer_range)
+                if isinstance(module, nn.Linear):
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+            elif isinstance(module, EinLinear):
+                for weight in module.weight:
+                    nn.init.kaiming_uniform_(weight, a=math.sqrt(5) / self.config.kaiming_initializer_range)
+        self.pos_emb.zero_()
+
+    def state_dict_to_save(self) -> dict[str, torch.Tensor]:
+        """The weights plus transformers' per-layer `attn.mask` buffers, so transformers loads them without warnings."""
+        size, transition_dim = self.config.block_size, self.config.transition_dim
+        mask = torch.ones(size, size).tril()
+        mask[:, transition_dim - 1 :: transition_dim] = 0  # no position attends to a value token
+        masks = {f"blocks.{index}.attn.mask": mask.view(1, 1, size, size).clone() for index in range(len(self.blocks))}
+        return {**self.state_dict(), **masks}
+
+    def forward(
+        self,
+        trajectories: torch.Tensor,
+        past_key_values: tuple[LayerCache, ...] | None = None,
+        targets: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> TrajectoryTransformerOutput | tuple[torch.Tensor, ...]:
+        """Logits for the next token after each of `trajectories` (batch, length), which follow the cached tokens.
+
+        `targets` (batch, length) gives the weighted cross-entropy loss, scaled per token by
+        `attention_mask` (batch, length) and averaged over all tokens, as transformers does.
+        """
+        config = self.config
+        use_cache = config.use_cache if use_cache is None else use_cache
+        batch, length = trajectories.shape
+        start = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        if start + length > config.block_size:
+            raise SeqrlError(
+                f"cannot forward {start} cached + {length} new tokens: the model's block size is {config.block_size}; "
+                "shorten the context"
+            )
+        positions = torch.arange(start, start + length, device=trajectories.device)
+        dimensions = positions % config.transition_dim
+        stop_token = config.vocab_size * config.transition_dim
+        tokens = torch.where(
+            trajectories == config.vocab_size, stop_token, trajectories + dimensions * config.vocab_size
+        )
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb[:, start : start + length])  # (batch, length, n_embd)
+
+        # causal, and no query sees a value token (not even its own): (length, start + length)
+        key_positions = torch.arange(start + length, device=trajectories.device)
+        is_value = key_positions % config.transition_dim == config.transition_dim - 1
+        allowed = (key_positions <= positions[:, None]) & ~is_value
+
+        presents, hidden_states, attentions = (), (), ()
+        for index, block in enumerate(self.blocks):
+            hidden_states += (x,)
+            layer_past = None if past_key_values is None else past_key_values[index]
+            x, present, weights = block(x, allowed, layer_past, bool(output_attentions))
+            presents += (present,)
+            attentions += (weights,)
+        hidden_states += (x,)  # transformers returns the last block's output before ln_f
+
+        logits = self.next_token_logits(self.ln_f(x), start)
+        loss = None if targets is None else self.weighted_loss(logits, targets, attention_mask, positions)
+        output = TrajectoryTransformerOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=presents if use_cache else None,
+            hidden_states=hidden_states if output_hidden_states else None,
+            attentions=attentions if output_attentions else None,
+        )
+        if return_dict is False:
+            fields = (output.loss, output.logits, output.past_key_values, output.hidden_states, output.attentions)
+            return tuple(field for field in fields if field is not None)
+        return output
+
+    def next_token_logits(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Apply the head of each token's position within its transition to x (batch, length, n_embd)."""
+        batch, length, width = x.shape
+        transition_dim = self.config.transition_dim
+        before = start % transition_dim
+        after = -(before + length) % transition_dim
+        # pad to whole transitions: (batch, transitions, transition_dim, n_embd)
+        x = F.pad(x, (0, 0, before, after)).view(batch, -1, transition_dim, width)
+        logits = self.head(x).flatten(1, 2)  # (batch, transitions * transition_dim, vocab_size + 1)
+        return logits[:, before : before + length]
+
+    def weighted_loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean cross-entropy, weighted by the dimension of each target (the token after each position)."""
+        config = self.config
+        losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+        weights = logits.new_ones(config.transition_dim)
+        weights[config.observation_dim : -2] = config.action_weight
+        weights[-2] = config.reward_weight
+        weights[-1] = config.value_weight
+        losses = losses * weights[(positions + 1) % config.transition_dim]
+        if attention_mask is not None:
+            losses = losses * attention_mask
+        return losses.mean()

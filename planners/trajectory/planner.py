@@ -1,0 +1,273 @@
+"""The Trajectory Transformer planner as an agent: beam search from each env's recent transitions.
+
+Per env slot the agent keeps the last `max_context_transitions` real transitions as tokens (reward
+discretized, value a placeholder that lands in the top bin, as the original), plans with
+`beam_plan` every `plan_freq` steps and follows the best plan's actions in between. All slots that
+need a plan at a step are searched together, one model call per token for slots whose context
+windows have the same length.
+"""
+
+import dataclasses
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from seqrl import SeqrlError
+from seqrl.agents.base import Agent
+from seqrl.planners.checkpoint import LEGACY_WEIGHTS_FILE, META_FILE, WEIGHTS_FILE, file_digest, read_json
+from seqrl.planners.trajectory.beam import SearchSettings, beam_plan
+from seqrl.planners.trajectory.data import episode_transitions
+from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, window_start
+from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
+from seqrl.planners.trajectory.model import TrajectoryTransformerModel
+from seqrl.planners.training import resolve_device
+
+VALUE_PLACEHOLDER = 1e6  # context transitions carry no value; the model never attends to value tokens anyway
+SETTING_KINDS = {
+    "horizon": "count",
+    "beam_width": "count",
+    "n_expand": "count",
+    "k_obs": "top_k",
+    "k_act": "top_k",
+    "cdf_obs": "cdf",
+    "cdf_act": "cdf",
+    "discount": "discount",
+    "percentile": "percentile",
+    "max_context_transitions": "count",
+    "plan_freq": "count",
+    "kv_cache": "switch",
+}
+
+
+@dataclass(frozen=True)
+class PlannerSettings(SearchSettings):
+    """Every knob of the planner; defaults are the original's (config/offline.py)."""
+
+    percentile: str | float = "mean"  # how a reward/value distribution becomes a number: "mean" or a fraction
+    max_context_transitions: int = 5
+    plan_freq: int = 1
+    kv_cache: bool = True
+
+
+@dataclass
+class SlotState:
+    """One env slot's episode: its random stream, recent transitions and current plan."""
+
+    generator: torch.Generator
+    context: deque  # of (transition_dim,) token tensors, the most recent last
+    plan: torch.Tensor | None = None  # (horizon, transition_dim) tokens of the best plan
+    plan_value: float | None = None
+    step: int = 0  # env steps taken this episode
+    observation: np.ndarray | None = None  # the last observation acted on
+    action: np.ndarray | None = None  # and the action taken
+
+
+class TrajectoryPlanner(Agent):
+    """Beam-search planner over a Trajectory Transformer, one independent episode per slot."""
+
+    name = "trajectory-transformer"
+
+    def __init__(
+        self,
+        model: TrajectoryTransformerModel,
+        discretizer: Discretizer,
+        settings: PlannerSettings,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        config = model.config
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.discretizer = discretizer.to(self.device)
+        self.settings_ = settings
+        self.info = info or {}
+        self.observation_dim, self.action_dim = config.observation_dim, config.action_dim
+        self.transition_dim = config.transition_dim
+        self.max_tokens = min(config.block_size, settings.max_context_transitions * config.transition_dim - 1)
+        self.observation_bins = self.discretizer.select(slice(0, self.observation_dim))
+        self.reward_and_value = reward_value_estimator(self.discretizer.select(slice(-2, None)), settings.percentile)
+        self.slots: dict[int, SlotState] = {}
+
+    def reset(self, seed: int | None = None, slot: int = 0) -> None:
+        """Start a new episode in `slot`, its sampling generator seeded with `seed`."""
+        generator = torch.Generator(device=self.device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        self.slots[slot] = SlotState(generator, deque(maxlen=self.settings_.max_context_transitions))
+
+    def act_batch(self, observations: np.ndarray, slots: Sequence[int]) -> np.ndarray:
+        """Actions (N, act_dim) for observations (N, obs_dim): replan the slots due, then read each plan."""
+        observations = np.asarray(observations, dtype=np.float64)
+        if observations.shape != (len(slots), self.observation_dim):
+            raise SeqrlError(
+                f"planner got observations of shape {observations.shape} for {len(slots)} slots; "
+                f"expected ({len(slots)}, {self.observation_dim})"
+            )
+        states = [self.state(slot) for slot in slots]
+        due = [i for i, state in enumerate(states) if state.step % self.settings_.plan_freq == 0]
+        if due:
+            self.replan([states[i] for i in due], observations[due])
+        actions = []
+        for state, observation in zip(states, observations):
+            transition = self.discretizer.reconstruct(state.plan[state.step % self.settings_.plan_freq])
+            state.observation = observation
+            state.action = transition[self.observation_dim : self.observation_dim + self.action_dim].cpu().numpy()
+            actions.append(state.action)
+        return np.stack(actions)
+
+    def observe_batch(self, rewards: np.ndarray, slots: Sequence[int]) -> None:
+        """Add each slot's last transition (observation, action, reward) to its context."""
+        for reward, slot in zip(np.asarray(rewards, dtype=np.float64), slots):
+            state = self.state(slot)
+            values = np.concatenate([state.observation, state.action, [reward, VALUE_PLACEHOLDER]])
+            state.context.append(self.discretizer.discretize(values))
+            state.step += 1
+
+    def settings(self) -> dict[str, Any]:
+        """Checkpoint, its digest and every effective planner setting, for logs."""
+        return {"agent": self.name, **self.info, **dataclasses.asdict(self.settings_), "device": str(self.device)}
+
+    def state(self, slot: int) -> SlotState:
+        """The episode state of `slot`, or an error if `reset` was never called for it."""
+        if slot not in self.slots:
+            raise SeqrlError(f"slot {slot} has no episode; call reset(seed, slot={slot}) before acting")
+        return self.slots[slot]
+
+    def replan(self, states: list[SlotState], observations: np.ndarray) -> None:
+        """Search a new plan for each of `states` from its context and current observation (N, obs_dim)."""
+        observation_tokens = self.observation_bins.discretize(observations)
+        prefixes = []
+        for state, tokens in zip(states, observation_tokens):
+            prefix = torch.cat([*state.context, tokens])
+            # drop the context the model's window would crop anyway, so that slots line up by length
+            prefixes.append(prefix[window_start(len(prefix), self.max_tokens, self.transition_dim) :])
+        for length in sorted({len(prefix) for prefix in prefixes}):
+            group = [i for i, prefix in enumerate(prefixes) if len(prefix) == length]
+            decoder_class = CachedDecoder if self.settings_.kv_cache else FullWindowDecoder
+            plans, values = beam_plan(
+                decoder_class(self.model, self.max_tokens),
+                torch.stack([prefixes[i] for i in group]),
+                [states[i].generator for i in group],
+                self.reward_and_value,
+                self.settings_,
+                self.observation_dim,
+                self.action_dim,
+            )
+            for i, plan, value in zip(group, plans, values.tolist()):
+                states[i].plan, states[i].plan_value = plan, value
+
+
+def reward_value_estimator(bins: Discretizer, percentile: str | float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Map probs (rows, 2, vocab_size + 1) of reward and value tokens to estimates (rows, 2); stop-token mass is dropped."""
+    if percentile == "mean":
+        return lambda probs: bins.expectation(probs[..., :-1])
+    return lambda probs: bins.percentile(probs[..., :-1], float(percentile))
+
+
+def load_agent(
+    directory: Path, env: gym.Env, dataset: str | None = None, device: str = "cpu", **options: Any
+) -> TrajectoryPlanner:
+    """The planner of a seqrl or plain Hugging Face checkpoint directory, checked against `env`.
+
+    Settings come from the original's defaults, then the checkpoint's `seqrl.json` (its training
+    discount and its "planner" block), then `options` (None = not given; "none" disables a filter).
+    Without `discretizer.npz` the bins are fitted to `dataset` as training would.
+    """
+    directory = Path(directory)
+    names = [field.name for field in dataclasses.fields(PlannerSettings)]
+    unknown = sorted(name for name, value in options.items() if value is not None and name not in names)
+    if unknown:
+        raise SeqrlError(f"the Trajectory Transformer planner has no option {', '.join(unknown)}; it takes {', '.join(names)}")
+    model = TrajectoryTransformerModel.from_pretrained(directory)
+    config = model.config
+    meta = read_json(directory / META_FILE) if (directory / META_FILE).exists() else {}
+    observation_space = getattr(env, "single_observation_space", env.observation_space)
+    action_space = getattr(env, "single_action_space", env.action_space)
+    env_dims = (observation_space.shape[0], action_space.shape[0])
+    if env_dims != (config.observation_dim, config.action_dim):
+        env_id = env.spec.id if env.spec else "the env"
+        raise SeqrlError(
+            f"checkpoint {directory} plans with observation_dim {config.observation_dim} and action_dim "
+            f"{config.action_dim} but {env_id} has {env_dims[0]} and {env_dims[1]}; pass the env it was trained on"
+        )
+    discretizer, source = checkpoint_discretizer(directory, meta, dataset, config.vocab_size)
+    if discretizer.thresholds.shape != (config.vocab_size + 1, config.transition_dim):
+        raise SeqrlError(
+            f"{source} has thresholds of shape {tuple(discretizer.thresholds.shape)} but the model needs "
+            f"({config.vocab_size + 1}, {config.transition_dim}); it belongs to another checkpoint"
+        )
+    given = {name: value for name, value in options.items() if value is not None}
+    settings = planner_settings({"discount": meta.get("discount", 0.99), **meta.get("planner", {}), **given}, config.vocab_size)
+    weights = directory / WEIGHTS_FILE if (directory / WEIGHTS_FILE).exists() else directory / LEGACY_WEIGHTS_FILE
+    info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights), "discretizer": source}
+    return TrajectoryPlanner(model.to(resolve_device(device)), discretizer, settings, info)
+
+
+def checkpoint_discretizer(
+    directory: Path, meta: dict[str, Any], dataset: str | None, n_bins: int
+) -> tuple[Discretizer, str]:
+    """The checkpoint's `discretizer.npz`, else bins fitted to `dataset` as training fits them; and where they came from."""
+    if (directory / DISCRETIZER_FILE).exists():
+        return Discretizer.load(directory / DISCRETIZER_FILE), str(directory / DISCRETIZER_FILE)
+    if dataset is None:
+        raise SeqrlError(
+            f"{directory} has no {DISCRETIZER_FILE}; pass --dataset ID (the data the model was trained on) to fit one"
+        )
+    from seqrl.envs.datasets import load_dataset
+
+    episodes = load_dataset(dataset).episodes
+    discount, penalty = meta.get("discount", 0.99), meta.get("termination_penalty", -100.0)
+    transitions = np.concatenate([episode_transitions(episode, discount, penalty) for episode in episodes])
+    return Discretizer.fit(transitions, n_bins, meta.get("discretizer", "quantile")), f"fitted to {dataset}"
+
+
+def planner_settings(values: dict[str, Any], vocab_size: int) -> PlannerSettings:
+    """Checked settings from raw values (CLI strings, JSON or Python; "none" or null disables a filter)."""
+    settings = {}
+    for name, value in values.items():
+        if name not in PlannerSettings.__dataclass_fields__:
+            raise SeqrlError(f"unknown planner setting {name!r} in the checkpoint's {META_FILE}; remove it")
+        settings[name] = parse_setting(name, value, vocab_size)
+    result = PlannerSettings(**settings)
+    if result.plan_freq > result.horizon:
+        raise SeqrlError(f"plan_freq {result.plan_freq} exceeds the horizon {result.horizon}; a plan only lasts that long")
+    return result
+
+
+def parse_setting(name: str, value: Any, vocab_size: int) -> Any:
+    """One setting converted and range-checked, or a one-line error naming it."""
+    kind = SETTING_KINDS[name]
+    if kind in ("top_k", "cdf") and (value is None or str(value).lower() == "none"):
+        return None
+    if (kind == "percentile" and value == "mean") or (kind == "switch" and isinstance(value, bool)):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    valid = {
+        "count": number >= 1 and number.is_integer(),
+        "top_k": 1 <= number <= vocab_size + 1 and number.is_integer(),
+        "cdf": 0 < number <= 1,
+        "discount": 0 < number <= 1,
+        "percentile": 0 <= number <= 1,
+        "switch": False,
+    }[kind]
+    if not valid:
+        expected = {
+            "count": "a positive integer",
+            "top_k": f"an integer in 1..{vocab_size + 1} or none",
+            "cdf": "a fraction in (0, 1] or none",
+            "discount": "a number in (0, 1]",
+            "percentile": "mean or a fraction in [0, 1]",
+            "switch": "true or false",
+        }[kind]
+        raise SeqrlError(f"planner setting {name} got {value!r}; it must be {expected}")
+    return int(number) if kind in ("count", "top_k") else number

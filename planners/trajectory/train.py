@@ -1,0 +1,227 @@
+"""`seqrl train tt`: fit a Trajectory Transformer to an offline dataset with the original recipe."""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from seqrl import SeqrlError, __version__
+from seqrl.envs.datasets import load_dataset
+from seqrl.planners.checkpoint import META_FILE, read_json, write_json
+from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
+from seqrl.planners.trajectory.data import TokenWindows, episode_transitions, token_windows
+from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
+from seqrl.planners.trajectory.model import TrajectoryTransformerModel
+from seqrl.planners.training import (
+    EpochSampler,
+    Trainer,
+    adamw,
+    fresh_output_directory,
+    resolve_device,
+    split_episodes,
+    warmup_cosine,
+)
+
+HELD_OUT_WINDOWS = 4096  # held-out windows scored at every evaluation
+REFERENCE_SAMPLES = 50 * 1_000_000  # the original trains for 50 epochs of a 1M-step dataset, whatever its size
+# Options that may change when resuming: the run's length and where or how it runs; everything else must match.
+RESUMABLE = {"out", "steps", "epochs", "device", "threads", "eval_every", "save_every", "resume", "quiet"}
+
+
+@dataclass
+class TrainArgs:
+    """Every option of `seqrl train tt`, with the original recipe as defaults."""
+
+    dataset: str
+    out: str
+    steps: int | None = None  # default: the original's 50M windows (50 epochs of a 1M-step dataset)
+    epochs: float | None = None
+    batch_size: int = 256
+    lr: float = 6e-4
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    warmup_epochs: float = 1.0
+    decay_epochs: float = 20.0
+    min_lr_ratio: float = 0.1
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    embd_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    action_weight: float = 5.0
+    reward_weight: float = 1.0
+    value_weight: float = 1.0
+    sequence_length: int = 10
+    n_bins: int = 100
+    discretizer: str = "quantile"
+    discount: float = 0.99
+    termination_penalty: float = -100.0
+    max_path_length: int = 1000
+    holdout: float = 0.05
+    seed: int = 42
+    device: str = "auto"
+    eval_every: int = 500
+    save_every: int = 1000
+    threads: int | None = None
+    resume: bool = False
+    quiet: bool = False
+
+
+def train_tt(args: TrainArgs) -> dict[str, Any]:
+    """Train (or resume) a Trajectory Transformer into `args.out`; the final metrics record."""
+    check_args(args)
+    out = Path(args.out)
+    if args.resume:
+        check_resumable(out, args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+
+    dataset = load_dataset(args.dataset)
+    if not args.resume:
+        fresh_output_directory(out)
+    transitions = [episode_transitions(e, args.discount, args.termination_penalty) for e in dataset.episodes]
+    if args.resume:
+        discretizer = Discretizer.load(out / DISCRETIZER_FILE)
+    else:
+        discretizer = Discretizer.fit(np.concatenate(transitions), args.n_bins, args.discretizer)
+    train_ids, held_ids = split_episodes(len(transitions), args.holdout, args.seed)
+    train = token_windows([transitions[i] for i in train_ids], discretizer, args.sequence_length, args.max_path_length)
+    held = token_windows([transitions[i] for i in held_ids], discretizer, args.sequence_length, args.max_path_length) if len(held_ids) else None
+
+    transition_dim = dataset.obs_dim + dataset.act_dim + 2
+    config = TrajectoryTransformerConfig(
+        vocab_size=args.n_bins,
+        block_size=args.sequence_length * transition_dim - 1,
+        observation_dim=dataset.obs_dim,
+        action_dim=dataset.act_dim,
+        transition_dim=transition_dim,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_embd=args.n_embd,
+        embd_pdrop=args.embd_pdrop,
+        attn_pdrop=args.attn_pdrop,
+        resid_pdrop=args.resid_pdrop,
+        action_weight=args.action_weight,
+        reward_weight=args.reward_weight,
+        value_weight=args.value_weight,
+        learning_rate=args.lr,
+    )
+    model = TrajectoryTransformerModel(config).to(device)
+    sampler = EpochSampler(len(train), args.batch_size, args.seed)
+    steps = total_steps(args, len(train), sampler.steps_per_epoch)
+    optimizer = adamw(model, args.lr, args.weight_decay, (args.beta1, args.beta2))
+    warmup = max(1, round(args.warmup_epochs * sampler.steps_per_epoch))
+    scheduler = warmup_cosine(optimizer, warmup, round(args.decay_epochs * sampler.steps_per_epoch), args.min_lr_ratio)
+    meta = {
+        "kind": "tt",
+        "seqrl_version": __version__,
+        "env_id": dataset.env_id,
+        "datasets": dataset.sources,
+        "discount": args.discount,
+        "termination_penalty": args.termination_penalty,
+        "sequence_length": args.sequence_length,
+        "max_path_length": args.max_path_length,
+        "discretizer": discretizer.kind,
+        "n_bins": args.n_bins,
+        "planner": {},
+        "training": dataclasses.asdict(args),
+    }
+
+    def write_files(directory: Path, summary: dict[str, Any]) -> None:
+        model.save_pretrained(directory)
+        discretizer.save(directory / DISCRETIZER_FILE)
+        results = {"final_loss": summary.get("train_loss"), "held_out_loss": summary.get("held_out_loss")}
+        write_json(directory / META_FILE, {**meta, **results, "steps": summary.get("step"), "tokens": summary.get("tokens")})
+
+    trainer = Trainer(
+        model,
+        optimizer,
+        scheduler,
+        out,
+        loss_of=window_loss,
+        tokens_in=lambda batch: batch[0].numel(),
+        write_files=write_files,
+        grad_clip=args.grad_clip,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        quiet=args.quiet,
+    )
+    if args.resume:
+        trainer.resume()
+    console = Console(quiet=args.quiet)
+    parameters = sum(p.numel() for p in model.parameters())
+    console.print(
+        f"{len(train):,} training windows from {len(train_ids)} episodes ({len(held_ids)} held out), "
+        f"transition_dim {transition_dim}, block_size {config.block_size}, {parameters:,} parameters; "
+        f"steps {trainer.step:,} -> {steps:,} of batch {args.batch_size} on {device}",
+        highlight=False,
+    )
+
+    def batch_at(step: int) -> tuple[torch.Tensor, ...]:
+        return tuple(tensor.to(device) for tensor in train[sampler.indices(step)])
+
+    summary = trainer.run(batch_at, held_out_batches(held, args.batch_size, args.seed, device), steps)
+    console.print(f"saved {out} at step {summary['step']:,}: train loss {summary['train_loss']:.4f}", highlight=False)
+    return summary
+
+
+def window_loss(model: TrajectoryTransformerModel, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The model's weighted cross-entropy on a batch (x, y, mask) of token windows."""
+    x, y, mask = batch
+    return model(x, targets=y, attention_mask=mask, use_cache=False).loss
+
+
+def held_out_batches(
+    windows: TokenWindows | None, batch_size: int, seed: int, device: torch.device
+) -> list[tuple[torch.Tensor, ...]]:
+    """A fixed sample of at most HELD_OUT_WINDOWS held-out windows, in batches on `device`."""
+    if windows is None:
+        return []
+    chosen = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(windows))[:HELD_OUT_WINDOWS]))
+    return [tuple(t.to(device) for t in windows[part]) for part in chosen.split(batch_size)]
+
+
+def total_steps(args: TrainArgs, windows: int, steps_per_epoch: int) -> int:
+    """Updates to run: --steps, else --epochs, else the original's fixed budget of 50M sampled windows."""
+    if args.steps is not None:
+        return args.steps
+    epochs = args.epochs if args.epochs is not None else max(1, int(REFERENCE_SAMPLES / windows))
+    return math.ceil(epochs * steps_per_epoch)
+
+
+def check_args(args: TrainArgs) -> None:
+    """One-line errors for option values that cannot work."""
+    if args.steps is not None and args.epochs is not None:
+        raise SeqrlError("pass --steps or --epochs, not both")
+    positive = ("batch_size", "n_layer", "n_head", "n_embd", "sequence_length", "eval_every", "save_every", "max_path_length")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise SeqrlError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.n_bins < 2:
+        raise SeqrlError(f"--n-bins must be at least 2, got {args.n_bins}")
+    if args.n_embd % args.n_head:
+        raise SeqrlError(f"--n-embd {args.n_embd} must be divisible by --n-head {args.n_head}")
+    if (args.steps is not None and args.steps < 1) or (args.epochs is not None and args.epochs <= 0):
+        raise SeqrlError("--steps and --epochs must be positive")
+
+
+def check_resumable(out: Path, args: TrainArgs) -> None:
+    """Refuse to resume a run whose data, model or optimiser options differ from the ones it was started with."""
+    saved = read_json(out / META_FILE).get("training")
+    if not isinstance(saved, dict):
+        raise SeqrlError(f"{out / META_FILE} records no training options; only runs of `seqrl train tt` can be resumed")
+    given = dataclasses.asdict(args)
+    changed = [name for name in given if name not in RESUMABLE and saved.get(name) != given[name]]
+    if changed:
+        listing = ", ".join(f"--{name.replace('_', '-')} {given[name]} (was {saved.get(name)})" for name in changed)
+        raise SeqrlError(f"cannot resume {out} with changed options: {listing}; repeat the original options")
