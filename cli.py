@@ -15,6 +15,8 @@ app = typer.Typer(
 )
 train_app = typer.Typer(help="Train a model on an offline dataset.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+TT_PANEL = "Trajectory Transformer planner (unset: checkpoint's value or default)"
+DT_PANEL = "Decision Transformer policy (unset: checkpoint's value or default)"
 
 
 @app.command()
@@ -34,6 +36,20 @@ def rollout(
     device: str = typer.Option("cpu", help="Where the agent's model runs: cpu or cuda."),
     threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
+    video: Path | None = typer.Option(None, help="Film the first episode offscreen into this MP4 file (needs seqrl[video])."),
+    horizon: int | None = typer.Option(None, help="TT: planning horizon in transitions (default 15).", rich_help_panel=TT_PANEL),
+    beam_width: int | None = typer.Option(None, help="TT: beams kept per step (default 128).", rich_help_panel=TT_PANEL),
+    n_expand: int | None = typer.Option(None, help="TT: samples per beam per step (default 2).", rich_help_panel=TT_PANEL),
+    k_obs: str | None = typer.Option(None, help="TT: top-k for observation tokens, or none (default 1).", rich_help_panel=TT_PANEL),
+    k_act: str | None = typer.Option(None, help="TT: top-k for action tokens, or none (default none).", rich_help_panel=TT_PANEL),
+    cdf_obs: str | None = typer.Option(None, help="TT: keep the likeliest observation tokens holding this mass, or none (default none).", rich_help_panel=TT_PANEL),
+    cdf_act: str | None = typer.Option(None, help="TT: keep the likeliest action tokens holding this mass, or none (default 0.6).", rich_help_panel=TT_PANEL),
+    percentile: str | None = typer.Option(None, help="TT: reward/value estimate: mean or a fraction (default mean).", rich_help_panel=TT_PANEL),
+    max_context_transitions: int | None = typer.Option(None, help="TT: past transitions the model sees (default 5).", rich_help_panel=TT_PANEL),
+    plan_freq: int | None = typer.Option(None, help="TT: replan every this many steps (default 1).", rich_help_panel=TT_PANEL),
+    discount: float | None = typer.Option(None, help="TT: discount of planned rewards (default: the training discount, else 0.99).", rich_help_panel=TT_PANEL),
+    no_kv_cache: bool = typer.Option(False, "--no-kv-cache", help="TT: the original planner, re-encoding the window for every token.", rich_help_panel=TT_PANEL),
+    target_return: float | None = typer.Option(None, help="DT: return to condition on (default: the checkpoint's, else the paper's for the env: Hopper 3600, HalfCheetah 12000, Walker2d 5000).", rich_help_panel=DT_PANEL),
 ) -> None:
     """Run episodes of an agent in a MuJoCo env, with progress, a summary, an episode log and a recording.
 
@@ -47,13 +63,22 @@ def rollout(
 
       seqrl rollout --env Hopper-v5 --episodes 20 --record datasets  (then MINARI_DATASETS_PATH=datasets)
     """
+    if video is not None:
+        from seqrl.agents.video import choose_gl_backend
+
+        choose_gl_backend()  # before anything loads mujoco
     from seqrl.agents.rollout import rollout as run
 
     # Planner and policy settings for load_agent (None: the checkpoint's default); add new flags here.
-    method_options: dict[str, object] = {}
+    method_options: dict[str, object] = {
+        "horizon": horizon, "beam_width": beam_width, "n_expand": n_expand, "k_obs": k_obs, "k_act": k_act,
+        "cdf_obs": cdf_obs, "cdf_act": cdf_act, "percentile": percentile, "max_context_transitions": max_context_transitions,
+        "plan_freq": plan_freq, "discount": discount, "kv_cache": False if no_kv_cache else None,
+        "target_return": target_return,
+    }
     status = run(
         env, agent, checkpoint, dataset, episodes, seed, max_steps, num_envs, log, resume, record, record_id,
-        device, threads, quiet, options={name: value for name, value in method_options.items() if value is not None},
+        device, threads, quiet, video, options={name: value for name, value in method_options.items() if value is not None},
     )
     if status:
         raise typer.Exit(status)
@@ -108,6 +133,21 @@ def datasets(
     Console().print(table)
     if problems:
         raise SeqrlError(f"{len(problems)} unreadable dataset(s): " + " | ".join(problems))
+
+
+@app.command()
+def plot(
+    logs: list[Path] = typer.Argument(..., help="Episode logs written by `seqrl rollout --log`."),
+    output: Path = typer.Option(Path("returns.png"), "-o", "--output", help="PNG file to write."),
+) -> None:
+    """Draw episode returns and normalized scores per agent from one or more episode logs.
+
+    Example: seqrl plot runs.jsonl other.jsonl -o returns.png
+    """
+    from seqrl.agents.plot import plot_logs
+
+    plot_logs(logs, output)
+    Console().print(f"wrote {output}")
 
 
 @app.command()
@@ -177,6 +217,50 @@ def train_tt(
 
     from seqrl.planners.trajectory.train import TrainArgs
     from seqrl.planners.trajectory.train import train_tt as run
+
+    if datasets_root is not None:
+        os.environ["MINARI_DATASETS_PATH"] = str(datasets_root)
+    options = {name: value for name, value in locals().items() if name in TrainArgs.__dataclass_fields__}
+    run(TrainArgs(**{**options, "out": str(out)}))
+
+
+@train_app.command("dt")
+def train_dt(
+    dataset: str = typer.Option(..., help="Dataset(s): Minari id or directory, D4RL .hdf5, DT .pkl; comma-separated to combine."),
+    out: Path = typer.Option(..., help="Checkpoint directory to create (or continue with --resume)."),
+    steps: int = typer.Option(100_000, help="Updates to run (the paper: 10 iterations of 10k)."),
+    batch_size: int = typer.Option(64, help="Windows per update."),
+    lr: float = typer.Option(1e-4, help="AdamW learning rate after warmup."),
+    weight_decay: float = typer.Option(1e-4, help="AdamW weight decay (all parameters, as the original)."),
+    warmup_steps: int = typer.Option(10_000, help="Linear learning-rate warmup, in updates; flat afterwards."),
+    grad_clip: float = typer.Option(0.25, help="Gradient-norm clip."),
+    context_length: int = typer.Option(20, help="Steps per window (K), also the policy's default context."),
+    hidden_size: int = typer.Option(128, help="Embedding width."),
+    n_layer: int = typer.Option(3, help="Transformer blocks."),
+    n_head: int = typer.Option(1, help="Attention heads."),
+    activation_function: str = typer.Option("relu", help="MLP activation: relu, gelu, gelu_new, silu or tanh."),
+    dropout: float = typer.Option(0.1, help="Dropout on embeddings, attention and residual branches."),
+    max_ep_len: int = typer.Option(1000, help="Timestep embeddings; later steps share the last one."),
+    return_scale: float = typer.Option(1000.0, help="Returns-to-go are divided by this."),
+    target_return: float | None = typer.Option(None, help="Default target return of rollouts [default: the paper's for the env, else the best episode's]."),
+    holdout: float = typer.Option(0.05, help="Fraction of episodes held out for the held-out loss (0 for none)."),
+    seed: int = typer.Option(42, help="Seed of initialization, window sampling, dropout and the held-out split."),
+    device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    eval_every: int = typer.Option(500, help="Steps between metrics.jsonl records (train and held-out loss)."),
+    save_every: int = typer.Option(1000, help="Steps between checkpoints (always one at the end)."),
+    threads: int | None = typer.Option(None, help="CPU threads for torch [default: torch's choice]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out (repeat its options; --steps may grow)."),
+    datasets_root: Path | None = typer.Option(None, help="Minari datasets root for dataset ids (sets MINARI_DATASETS_PATH)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+) -> None:
+    """Train a Decision Transformer on an offline dataset (the paper's gym recipe by default).
+
+    Example: seqrl train dt --dataset zoo/hopper/medium-v0 --out runs/dt-hopper --steps 20000
+    """
+    import os
+
+    from seqrl.planners.decision.train import TrainArgs
+    from seqrl.planners.decision.train import train_dt as run
 
     if datasets_root is not None:
         os.environ["MINARI_DATASETS_PATH"] = str(datasets_root)

@@ -24,4 +24,4 @@ class RandomAgent(Agent):
 
     def act_batch(self, observations: np.ndarray, slots: Sequence[int]) -> np.ndarray:
         actions = [self.rngs[s].uniform(self.low, self.high) for s in slots]
-        return np.stack(actions).astype(self.dtype)
+        return np.array(actions, dtype=self.dtype)  # (N, act_dim)

@@ -44,7 +44,11 @@ class Recorder:
             parse_dataset_id(dataset_id)
         except (ValueError, TypeError):
             raise SeqrlError(f"--record-id {dataset_id!r} is not a Minari dataset id; use the form namespace/name-v0") from None
-        self.root, self.dataset_id, self.env, self.agent = Path(root), dataset_id, env, agent
+        self.root, self.dataset_id, self.env, self.agent = Path(root).resolve(), dataset_id, env, agent
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SeqrlError(f"cannot create --record {root} ({error.strerror}); pick a writable directory") from None
         self.dataset = None  # created with the first finished episode
         self.recorded_seeds: set[int] = set()
         self.episodes: dict[int, dict[str, list]] = {}  # running episode index -> its steps so far

@@ -15,6 +15,7 @@ from seqrl.agents.episode_log import EpisodeLog, episode_record, record_result
 from seqrl.agents.loop import EpisodeResult, Step, run_episodes
 from seqrl.agents.recorder import Recorder, default_record_id
 from seqrl.agents.report import RolloutProgress, summary_table
+from seqrl.agents.video import EpisodeVideo
 from seqrl.envs.make import make_env, make_vector_env
 
 BUILT_IN_AGENTS = ("random",)
@@ -53,6 +54,7 @@ class _Interrupts:
 def _check_arguments(
     agent: str | None, checkpoint: str | None, dataset: str | None, episodes: int, max_steps: int | None,
     num_envs: int, log: Path | None, resume: bool, record: Path | None, record_id: str | None, device: str, threads: int | None,
+    video: Path | None,
 ) -> None:
     for flag, value in (("--episodes", episodes), ("--num-envs", num_envs), ("--max-steps", max_steps), ("--threads", threads)):
         if value is not None and value < 1:
@@ -67,6 +69,8 @@ def _check_arguments(
         raise SeqrlError("--resume continues a log; add --log FILE")
     if record_id is not None and record is None:
         raise SeqrlError("--record-id names the dataset that --record DIR writes; add --record DIR")
+    if video is not None and num_envs != 1:
+        raise SeqrlError("--video films one env; drop --num-envs or set it to 1")
     if device not in ("cpu", "cuda"):
         raise SeqrlError(f"--device must be cpu or cuda, got {device!r}")
 
@@ -96,17 +100,18 @@ def _make_agent(
 def rollout(
     env_id: str, agent: str | None, checkpoint: str | None, dataset: str | None, episodes: int, seed: int,
     max_steps: int | None, num_envs: int, log: Path | None, resume: bool, record: Path | None, record_id: str | None,
-    device: str, threads: int | None, quiet: bool, options: dict[str, Any],
+    device: str, threads: int | None, quiet: bool, video: Path | None, options: dict[str, Any],
 ) -> int:
     """Run, log, record and summarise the episodes; return the exit status (0, or 128 + signal when interrupted)."""
-    _check_arguments(agent, checkpoint, dataset, episodes, max_steps, num_envs, log, resume, record, record_id, device, threads)
+    _check_arguments(agent, checkpoint, dataset, episodes, max_steps, num_envs, log, resume, record, record_id, device, threads, video)
     console = Console(quiet=quiet, highlight=False)
     interrupts = _Interrupts()
-    env = episode_log = recorder = None
+    env = episode_log = recorder = film = None
     results: list[EpisodeResult] = []
     status = 0
     try:
-        env = make_env(env_id) if num_envs == 1 else make_vector_env(env_id, num_envs)
+        render_mode = None if video is None else "rgb_array"
+        env = make_env(env_id, render_mode) if num_envs == 1 else make_vector_env(env_id, num_envs)
         single_env = env if num_envs == 1 else env.envs[0]  # the spaces and spec that agents and recorder need
         runner, name, which = _make_agent(single_env, agent, checkpoint, dataset, device, threads, options)
         console.print(which)
@@ -122,12 +127,17 @@ def rollout(
             recorder = Recorder(record, record_id or default_record_id(env_id), single_env, name, resume=resume)
         progress = RolloutProgress(episodes, len(results), Console(stderr=True), disable=quiet)
 
+        pending = [episode for episode in range(episodes) if episode not in done]
+        if video is not None and pending:
+            film = EpisodeVideo(video, env, pending[0])
+
         def on_step(step: Step) -> None:
             progress.on_step(step)
             if recorder is not None:
                 recorder(step)
+            if film is not None:
+                film.add_frame(step.episodes)
 
-        pending = [episode for episode in range(episodes) if episode not in done]
         with progress:
             for result in run_episodes(runner, env, pending, seed, max_steps, on_step):
                 with interrupts.held():  # a finished episode is saved whole, or the signal waits
@@ -137,26 +147,32 @@ def rollout(
                         episode_log.append(episode_record(env_id, name, result, config))
                     results.append(result)
                     progress.episode_done()
+                if film is not None and result.episode == film.episode:
+                    film.close()
     except KeyboardInterrupt:
         status = 128 + (interrupts.signum or signal.SIGINT)
     finally:
         interrupts.restore()
+        if film is not None:
+            film.close()
         if env is not None:
             env.close()
         if episode_log is not None:
             episode_log.close()
-    _report(console, env_id, results, episodes, log, record, recorder, status)
+    _report(console, env_id, results, episodes, log, record, recorder, film, status)
     return status
 
 
 def _report(console: Console, env_id: str, results: list[EpisodeResult], episodes: int, log: Path | None,
-            record: Path | None, recorder: Recorder | None, status: int) -> None:
+            record: Path | None, recorder: Recorder | None, film: EpisodeVideo | None, status: int) -> None:
     if results:
         console.print(summary_table(results, f"{env_id}: {len(results)} of {episodes} episodes"))
     if log is not None and results:
         console.print(f"log: {log}")
     if recorder is not None and recorder.dataset is not None:
         console.print(f"recorded: {recorder.dataset_id} under {record} (MINARI_DATASETS_PATH={record})")
+    if film is not None and film.frames:
+        console.print(f"video: {film.path} (episode {film.episode}, {film.frames} frames)")
     if status:
         kept = f"kept in {log}; continue with --resume" if log is not None else "not logged (add --log FILE to keep them)"
         console.print(f"interrupted by {signal.Signals(status - 128).name}: {len(results)} of {episodes} episodes finished, {kept}")

@@ -44,8 +44,8 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
         return Path(snapshot_download(repo_id=name))
     except Exception as error:  # network down, unknown repo, auth: all end the same way for the user
         raise SeqrlError(
-            f"could not fetch {name} from the Hugging Face hub ({type(error).__name__}); "
-            "pass a local checkpoint directory instead"
+            f"checkpoint {name} is no local directory, and fetching it as a Hugging Face hub id failed "
+            f"({type(error).__name__}); check the path, or pass a local checkpoint directory"
         ) from None
 
 

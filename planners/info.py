@@ -50,7 +50,7 @@ def describe_checkpoint(path_or_id: str | Path) -> list[tuple[str, str]]:
     else:
         rows += decision_rows(config, meta)
     rows += [
-        ("architecture", f"{config.n_layer} layers, {config.n_head} heads, width {width(config)}"),
+        ("architecture", f"n_layer {config.n_layer}, n_head {config.n_head}, {width(config)}"),
         ("parameters", f"{parameters:,}"),
         ("weights", f"{weights.name} ({weights.stat().st_size / 1e6:.1f} MB, sha256 {file_digest(weights)})"),
     ]
@@ -85,9 +85,9 @@ def decision_rows(config: Any, meta: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def width(config: Any) -> int:
-    """Embedding width of a TT (n_embd) or DT (hidden_size) config."""
-    return getattr(config, "n_embd", None) or config.hidden_size
+def width(config: Any) -> str:
+    """Embedding width of a TT (n_embd) or DT (hidden_size) config, named."""
+    return f"n_embd {config.n_embd}" if hasattr(config, "n_embd") else f"hidden_size {config.hidden_size}"
 
 
 def number(value: float | None) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from seqrl import SeqrlError
-from seqrl.planners.checkpoint import atomic_directory, load_state_dict
+from seqrl.planners.checkpoint import META_FILE, PretrainedModel, atomic_directory, read_json
 
 TRAINING_STATE_FILE = "training_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -100,11 +101,23 @@ def fresh_output_directory(out: Path) -> None:
     (out / METRICS_FILE).write_text("")
 
 
+def check_resumable(out: Path, kind: str, given: dict[str, Any], resumable: set[str]) -> None:
+    """Refuse to resume a run of another kind, or one whose options outside `resumable` differ from the saved ones."""
+    meta = read_json(out / META_FILE)
+    saved = meta.get("training")
+    if meta.get("kind") != kind or not isinstance(saved, dict):
+        raise SeqrlError(f"{out} is not a run of `seqrl train {kind}` (kind {meta.get('kind')!r}); pass that run's --out")
+    changed = [name for name in given if name not in resumable and saved.get(name) != given[name]]
+    if changed:
+        listing = ", ".join(f"--{name.replace('_', '-')} {given[name]} (was {saved.get(name)})" for name in changed)
+        raise SeqrlError(f"cannot resume {out} with changed options: {listing}; repeat the original options")
+
+
 @dataclass
 class Trainer:
     """Steps of loss, backward, clipped AdamW and lr schedule, with held-out loss in metrics.jsonl and atomic saves."""
 
-    model: nn.Module
+    model: PretrainedModel
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     out: Path  # the checkpoint directory, replaced as a whole on every save
@@ -128,14 +141,15 @@ class Trainer:
         if not path.exists():
             raise SeqrlError(f"cannot resume: {path} is missing; start a new run with another --out")
         device = next(self.model.parameters()).device
+        saved = type(self.model).from_pretrained(self.out)  # checks names and shapes against the saved config
+        self.model.load_state_dict(saved.state_dict())
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            self.model.load_state_dict(load_state_dict(self.out))
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, KeyError, ValueError) as error:
+        except (RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as error:
             first = str(error).strip().splitlines()[0]
-            raise SeqrlError(f"cannot resume from {self.out} ({first}); the model options must match the run's") from None
+            raise SeqrlError(f"cannot resume from {path} ({first}); start a new run with another --out") from None
         torch.set_rng_state(state["rng_cpu"])
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], device)

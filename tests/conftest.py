@@ -8,16 +8,21 @@ from pathlib import Path
 
 import pytest
 
-SEQRL = Path(sys.executable).parent / "seqrl"  # the command installed beside this Python
 SHARED_DATASETS = Path(os.environ.get("SEQRL_DATASETS") or Path(__file__).parents[1].parent / "shared" / "datasets")
 
 
+@pytest.fixture(scope="session")
+def seqrl_command() -> Path:
+    """The `seqrl` command installed beside this Python."""
+    return Path(sys.executable).parent / "seqrl"
+
+
 @pytest.fixture
-def seqrl(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+def seqrl(seqrl_command: Path, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     """Run the installed `seqrl` command with these arguments in tmp_path; returns the finished process."""
 
     def run(*args: object, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([SEQRL, *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([seqrl_command, *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
 
     return run
 

@@ -10,6 +10,15 @@ from seqrl import DecisionTransformerConfig, DecisionTransformerModel, SeqrlErro
 
 transformers = pytest.importorskip("transformers")
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and threads stall on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 VARIANTS = [
     {},
     {"n_head": 4, "activation_function": "gelu_new", "scale_attn_by_inverse_layer_idx": True, "n_inner": 96},

@@ -15,11 +15,20 @@ from seqrl.planners.checkpoint import write_json
 DIMS = {"HalfCheetah-v5": (17, 6), "Hopper-v5": (11, 3)}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and threads stall on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_checkpoint(directory, env_id="HalfCheetah-v5", statistics=True, policy=None, seed=0, **config):
     """A randomly initialised DT checkpoint for `env_id`, with seqrl.json unless `statistics` is False."""
     torch.manual_seed(seed)
     state_dim, act_dim = DIMS[env_id]
-    config = {"max_ep_len": 1000, **config}
+    config = {"max_ep_len": 1000, "hidden_size": 32, "n_layer": 2, "n_head": 2, **config}
     model = DecisionTransformerModel(DecisionTransformerConfig(state_dim=state_dim, act_dim=act_dim, **config))
     model.save_pretrained(directory)
     if statistics:

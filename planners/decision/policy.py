@@ -12,6 +12,7 @@ from seqrl import SeqrlError
 from seqrl.agents.base import Agent
 from seqrl.planners.checkpoint import LEGACY_WEIGHTS_FILE, META_FILE, WEIGHTS_FILE, file_digest, read_json
 from seqrl.planners.decision.model import DecisionTransformerModel
+from seqrl.planners.training import resolve_device
 
 TARGET_RETURNS = {"Hopper": 3600.0, "HalfCheetah": 12000.0, "Walker2d": 5000.0}  # the paper's evaluation targets
 CONTEXT_LENGTH = 20
@@ -138,8 +139,12 @@ def load_agent(
     target_return: float | None = None,
     context_length: int | None = None,
     return_scale: float | None = None,
+    **others: Any,
 ) -> DecisionTransformerPolicy:
     """The DT policy of a seqrl or plain Hugging Face checkpoint directory, checked against `env`."""
+    if others:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in others)
+        raise SeqrlError(f"{flags} not used by Decision Transformer checkpoints; drop them (DT takes --target-return)")
     directory = Path(directory)
     model = DecisionTransformerModel.from_pretrained(directory)
     config = model.config
@@ -162,7 +167,7 @@ def load_agent(
     weights = directory / WEIGHTS_FILE if (directory / WEIGHTS_FILE).exists() else directory / LEGACY_WEIGHTS_FILE
     info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights), "state_statistics": stats_source}
     return DecisionTransformerPolicy(
-        model.to(_torch_device(device)),
+        model.to(resolve_device(device)),
         state_mean,
         state_std,
         env.action_space,
@@ -198,10 +203,3 @@ def _state_statistics(directory: Path, meta: dict, dataset: str | None, state_di
         raise SeqrlError(f"state statistics from {source} hold NaN, infinite or non-positive values; retrain or fix them")
     return mean.astype(np.float32), std.astype(np.float32), source
 
-
-def _torch_device(device: str) -> torch.device:
-    """`device` as a torch device, or a one-line error when it is not available."""
-    try:
-        return torch.zeros(0, device=device).device
-    except (RuntimeError, AssertionError) as error:
-        raise SeqrlError(f"device {device!r} is not available ({error}); pass --device cpu") from None

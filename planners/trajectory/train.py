@@ -12,7 +12,7 @@ from rich.console import Console
 
 from seqrl import SeqrlError, __version__
 from seqrl.envs.datasets import load_dataset
-from seqrl.planners.checkpoint import META_FILE, read_json, write_json
+from seqrl.planners.checkpoint import META_FILE, write_json
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 from seqrl.planners.trajectory.data import TokenWindows, episode_transitions, token_windows
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
@@ -21,6 +21,7 @@ from seqrl.planners.training import (
     EpochSampler,
     Trainer,
     adamw,
+    check_resumable,
     fresh_output_directory,
     resolve_device,
     split_episodes,
@@ -80,7 +81,7 @@ def train_tt(args: TrainArgs) -> dict[str, Any]:
     check_args(args)
     out = Path(args.out)
     if args.resume:
-        check_resumable(out, args)
+        check_resumable(out, "tt", dataclasses.asdict(args), RESUMABLE)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -213,15 +214,3 @@ def check_args(args: TrainArgs) -> None:
         raise SeqrlError(f"--n-embd {args.n_embd} must be divisible by --n-head {args.n_head}")
     if (args.steps is not None and args.steps < 1) or (args.epochs is not None and args.epochs <= 0):
         raise SeqrlError("--steps and --epochs must be positive")
-
-
-def check_resumable(out: Path, args: TrainArgs) -> None:
-    """Refuse to resume a run whose data, model or optimiser options differ from the ones it was started with."""
-    saved = read_json(out / META_FILE).get("training")
-    if not isinstance(saved, dict):
-        raise SeqrlError(f"{out / META_FILE} records no training options; only runs of `seqrl train tt` can be resumed")
-    given = dataclasses.asdict(args)
-    changed = [name for name in given if name not in RESUMABLE and saved.get(name) != given[name]]
-    if changed:
-        listing = ", ".join(f"--{name.replace('_', '-')} {given[name]} (was {saved.get(name)})" for name in changed)
-        raise SeqrlError(f"cannot resume {out} with changed options: {listing}; repeat the original options")

@@ -1,0 +1,77 @@
+"""`seqrl train dt`: lowers the loss, writes a complete checkpoint, resumes exactly."""
+
+import json
+import pickle
+import subprocess
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from seqrl import DecisionTransformerModel
+
+TINY = ["--batch-size", "16", "--context-length", "5", "--hidden-size", "16", "--n-layer", "1", "--warmup-steps", "2",
+        "--lr", "3e-3", "--eval-every", "10", "--save-every", "20", "--holdout", "0.2", "--threads", "1", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    """A DT pickle whose actions are a fixed smooth function of the observations."""
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(4, 2))
+    episodes = []
+    for length in rng.integers(20, 60, size=12):
+        observations = rng.normal(size=(length, 4)) * 3.0 + 1.0
+        episodes.append({"observations": observations, "actions": np.tanh(observations @ weights * 0.3),
+                         "rewards": rng.uniform(0, 2, size=length), "terminals": np.zeros(length, dtype=bool)})
+    path = tmp_path_factory.mktemp("data") / "tiny.pkl"
+    with open(path, "wb") as file:
+        pickle.dump(episodes, file)
+    return str(path)
+
+
+def train(dataset: str, out, steps: int, *extra: str) -> subprocess.CompletedProcess:
+    """Run the installed `seqrl train dt` command."""
+    command = ["seqrl", "train", "dt", "--dataset", dataset, "--out", str(out), "--steps", str(steps), *TINY, *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def records(out) -> list[dict]:
+    """The metrics.jsonl records of a run."""
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_loss_and_resumes_exactly(dataset, tmp_path):
+    straight = train(dataset, tmp_path / "straight", 40)
+    assert straight.returncode == 0, straight.stderr
+    metrics = records(tmp_path / "straight")
+    assert [m["step"] for m in metrics] == [10, 20, 30, 40]
+    assert metrics[-1]["train_loss"] < 0.7 * metrics[0]["train_loss"]
+    assert metrics[-1]["held_out_loss"] < metrics[0]["held_out_loss"]
+
+    meta = json.loads((tmp_path / "straight" / "seqrl.json").read_text())
+    assert meta["kind"] == "dt" and meta["datasets"] == [dataset]
+    assert len(meta["state_mean"]) == len(meta["state_std"]) == 4
+    assert meta["policy"]["context_length"] == 5 and meta["policy"]["return_scale"] == 1000.0
+    assert meta["final_loss"] == pytest.approx(metrics[-1]["train_loss"])
+    model = DecisionTransformerModel.from_pretrained(tmp_path / "straight")
+    assert (model.config.state_dim, model.config.act_dim, model.config.hidden_size) == (4, 2, 16)
+
+    first = train(dataset, tmp_path / "resumed", 20)
+    assert first.returncode == 0, first.stderr
+    second = train(dataset, tmp_path / "resumed", 40, "--resume")
+    assert second.returncode == 0, second.stderr
+    assert records(tmp_path / "resumed") == [{**m, "elapsed": r["elapsed"]} for m, r in zip(metrics, records(tmp_path / "resumed"))]
+    resumed, reference = load_file(tmp_path / "resumed" / "model.safetensors"), load_file(tmp_path / "straight" / "model.safetensors")
+    for name, tensor in reference.items():
+        np.testing.assert_array_equal(resumed[name], tensor, err_msg=name)
+
+
+def test_resume_with_changed_options_is_refused(dataset, tmp_path):
+    assert train(dataset, tmp_path / "run", 10).returncode == 0
+    changed = train(dataset, tmp_path / "run", 20, "--resume", "--hidden-size", "32")
+    assert changed.returncode == 1
+    assert changed.stderr.strip().startswith("error:") and "--hidden-size" in changed.stderr
+    assert len(changed.stderr.strip().splitlines()) == 1
+    again = train(dataset, tmp_path / "run", 10)
+    assert again.returncode == 1 and "--resume" in again.stderr
