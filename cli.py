@@ -22,7 +22,7 @@ DT_PANEL = "Decision Transformer policy (unset: checkpoint's value or default)"
 @app.command()
 def rollout(
     env: str = typer.Option(..., "--env", help="Gymnasium MuJoCo env id, e.g. Hopper-v5."),
-    agent: str | None = typer.Option(None, help="Built-in agent: random (default: the env's bundled trained agent, else random)."),
+    agent: str | None = typer.Option(None, help="Built-in agent: dt or tt (the env's bundled trained agent) or random; default: the env's bundled agent, else random."),
     checkpoint: str | None = typer.Option(None, help="Checkpoint directory (or hub id) of a TT planner or DT policy."),
     dataset: str | None = typer.Option(None, help="Dataset the checkpoint agent takes its statistics from, if it needs one."),
     episodes: int = typer.Option(10, help="Episodes to run; episode i uses seed SEED + i."),
@@ -173,7 +173,7 @@ def info(checkpoint: str = typer.Argument(..., help="Checkpoint directory (or Hu
 def train_tt(
     dataset: str = typer.Option(..., help="Dataset(s): Minari id or directory, D4RL .hdf5, DT .pkl; comma-separated to combine."),
     out: Path = typer.Option(..., help="Checkpoint directory to create (or continue with --resume)."),
-    steps: int | None = typer.Option(None, help="Updates to run [default: the original's 50M windows, i.e. 50 epochs of a 1M-step dataset]."),
+    steps: int | None = typer.Option(None, help="Updates to run (default: the original's budget of 50M windows, 50 epochs of a 1M-step dataset)."),
     epochs: float | None = typer.Option(None, help="Passes over the training windows, instead of --steps."),
     batch_size: int = typer.Option(256, help="Windows per update."),
     lr: float = typer.Option(6e-4, help="Peak AdamW learning rate."),
@@ -204,7 +204,7 @@ def train_tt(
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N."),
     eval_every: int = typer.Option(500, help="Steps between metrics.jsonl records (train and held-out loss)."),
     save_every: int = typer.Option(1000, help="Steps between checkpoints (always one at the end)."),
-    threads: int | None = typer.Option(None, help="CPU threads for torch [default: torch's choice]."),
+    threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out (repeat its options; --steps may grow)."),
     datasets_root: Path | None = typer.Option(None, help="Minari datasets root for dataset ids (sets MINARI_DATASETS_PATH)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
@@ -248,7 +248,7 @@ def train_dt(
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N."),
     eval_every: int = typer.Option(500, help="Steps between metrics.jsonl records (train and held-out loss)."),
     save_every: int = typer.Option(1000, help="Steps between checkpoints (always one at the end)."),
-    threads: int | None = typer.Option(None, help="CPU threads for torch [default: torch's choice]."),
+    threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out (repeat its options; --steps may grow)."),
     datasets_root: Path | None = typer.Option(None, help="Minari datasets root for dataset ids (sets MINARI_DATASETS_PATH)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from seqrl import SeqrlError, __version__
 from seqrl.agents.base import Agent
+from seqrl.agents.bundled import bundled_checkpoint, bundled_methods
 from seqrl.agents.episode_log import EpisodeLog, episode_record, record_result
 from seqrl.agents.loop import EpisodeResult, Step, run_episodes
 from seqrl.agents.recorder import Recorder, default_record_id
@@ -18,7 +19,7 @@ from seqrl.agents.report import RolloutProgress, summary_table
 from seqrl.agents.video import EpisodeVideo
 from seqrl.envs.make import make_env, make_vector_env
 
-BUILT_IN_AGENTS = ("random",)
+BUILT_IN_AGENTS = ("random", "tt", "dt")  # tt and dt: the checkpoints bundled for the env
 
 
 class _Interrupts:
@@ -62,7 +63,7 @@ def _check_arguments(
     if agent is not None and checkpoint is not None:
         raise SeqrlError("--agent and --checkpoint both given; pick one")
     if agent is not None and agent not in BUILT_IN_AGENTS:
-        raise SeqrlError(f"unknown --agent {agent!r}; built-in agents: {', '.join(BUILT_IN_AGENTS)} (trained agents load with --checkpoint DIR)")
+        raise SeqrlError(f"unknown --agent {agent!r}; pick one of {', '.join(BUILT_IN_AGENTS)}, or load a trained agent with --checkpoint DIR")
     if dataset is not None and checkpoint is None:
         raise SeqrlError("--dataset applies to --checkpoint agents; drop it or add --checkpoint DIR")
     if resume and log is None:
@@ -79,21 +80,31 @@ def _make_agent(
     env: gym.Env, agent: str | None, checkpoint: str | None, dataset: str | None, device: str, threads: int | None, options: dict[str, Any]
 ) -> tuple[Agent, str, str]:
     """The agent to run, its name for logs, and a line saying which agent runs."""
-    if threads is not None or checkpoint is not None:
+    bundled = None
+    if checkpoint is None and agent != "random":
+        bundled = bundled_checkpoint(env.spec.id, agent)
+        if bundled is None and agent is not None:
+            shipped = ", ".join(bundled_methods(env.spec.id)) or "none"
+            raise SeqrlError(f"no bundled {agent} agent for {env.spec.id} (bundled: {shipped}); train one and pass --checkpoint DIR")
+    if threads is not None:
         import torch
 
-        if threads is not None:
-            torch.set_num_threads(threads)
-        if device == "cuda" and not torch.cuda.is_available():
+        torch.set_num_threads(threads)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
             raise SeqrlError("--device cuda but no CUDA GPU is visible; use --device cpu")
-    if checkpoint is not None:
+    if checkpoint is not None or bundled is not None:
         from seqrl.planners import load_agent
 
-        loaded = load_agent(checkpoint, env, dataset=dataset, device=device, **options)
-        return loaded, checkpoint, f"agent: {loaded.name} from {checkpoint}"
+        source = checkpoint if checkpoint is not None else str(bundled)
+        loaded = load_agent(source, env, dataset=dataset, device=device, **options)
+        name = checkpoint if checkpoint is not None else f"bundled:{bundled.name}"
+        return loaded, name, f"agent: {loaded.name} from {name}"
     from seqrl.agents.random import RandomAgent
 
-    note = "" if agent is not None else f" (no trained agent is bundled for {env.spec.id} yet; pass --checkpoint DIR)"
+    note = "" if agent is not None else f" (no trained agent is bundled for {env.spec.id}; pass --checkpoint DIR)"
     return RandomAgent(env.action_space), "random", f"agent: random{note}"
 
 

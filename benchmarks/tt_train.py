@@ -4,7 +4,8 @@ Hopper-sized model (observation 11, action 3, transition 16, block 159, 100 bins
 width 128), batch 64. Both models start from the same weights and take the same batches through the
 same training step (weighted loss, backward, grad-norm clip 1.0, AdamW as `seqrl train tt` builds it).
 Their eval-mode losses on one batch are checked equal first. Timed steps are interleaved in rounds so
-that load from other processes hits both alike; the table shows medians.
+that load from other processes hits both alike; the table shows medians of wall time and of process
+CPU time (the steadier figure on a shared machine; with one thread it is the work done).
 Run: python benchmarks/tt_train.py [--threads N] [--dropout 0.1]
 """
 
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model per round")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--profile", action="store_true", help="also print each model's top operators for one step")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,26 +88,37 @@ def main() -> None:
     assert torch.allclose(*losses, atol=1e-5), f"models disagree before timing: {losses}"
 
     models = {"seqrl": training_step(ours, batch), "transformers 4.30": training_step(theirs, batch)}
-    times: dict[str, list[float]] = {name: [] for name in models}
+    wall: dict[str, list[float]] = {name: [] for name in models}
+    cpu: dict[str, list[float]] = {name: [] for name in models}
     for step in models.values():  # warm-up: allocator, thread pools, optimizer state
         step()
     for _ in range(args.rounds):
         for name, step in models.items():
             for _ in range(args.steps):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 step()
-                times[name].append(time.perf_counter() - start)
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
 
     tokens_per_step = batch[0].numel()
-    reference = statistics.median(times["transformers 4.30"])
+    reference, reference_cpu = statistics.median(wall["transformers 4.30"]), statistics.median(cpu["transformers 4.30"])
     table = Table(title=f"TT training step on CPU ({torch.get_num_threads()} threads): batch {args.batch_size} x "
-                  f"{config.block_size} tokens, dropout {args.dropout}, {len(times['seqrl'])} steps each")
-    for column in ("model", "ms/step (median)", "ms/step (min)", "tokens/s", "speedup"):
+                  f"{config.block_size} tokens, dropout {args.dropout}, {len(wall['seqrl'])} steps each")
+    for column in ("model", "ms/step", "min ms/step", "CPU ms/step", "tokens/s", "speedup", "speedup (CPU time)"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for name, samples in times.items():
-        median = statistics.median(samples)
-        table.add_row(name, f"{1e3 * median:.0f}", f"{1e3 * min(samples):.0f}", f"{tokens_per_step / median:,.0f}", f"{reference / median:.2f}x")
-    Console().print(table)
+    for name in models:
+        median, median_cpu = statistics.median(wall[name]), statistics.median(cpu[name])
+        table.add_row(
+            name, f"{1e3 * median:.0f}", f"{1e3 * min(wall[name]):.0f}", f"{1e3 * median_cpu:.0f}",
+            f"{tokens_per_step / median:,.0f}", f"{reference / median:.2f}x", f"{reference_cpu / median_cpu:.2f}x",
+        )
+    Console(width=120).print(table)
+    if args.profile:
+        for name, step in models.items():
+            with torch.profiler.profile() as profiler:
+                step()
+            Console().print(f"[bold]{name}[/]: one step, top operators by own CPU time")
+            print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ def describe_checkpoint(path_or_id: str | Path) -> list[tuple[str, str]]:
     raw_config = read_json(directory / CONFIG_FILE)
     model_type = raw_config.get("model_type")
     if model_type not in MODEL_NAMES:
-        raise SeqrlError(f"{directory / CONFIG_FILE} has model_type {model_type!r}; seqrl reads {' and '.join(MODEL_NAMES)} checkpoints")
+        known = " and ".join(MODEL_NAMES)
+        raise SeqrlError(f"{directory / CONFIG_FILE} has model_type {model_type!r}; seqrl reads {known} checkpoints")
     weights = next((directory / name for name in (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE) if (directory / name).exists()), None)
     if weights is None:
         raise SeqrlError(f"{directory} has no {WEIGHTS_FILE} or {LEGACY_WEIGHTS_FILE}; the checkpoint is incomplete")
@@ -64,10 +65,11 @@ def describe_checkpoint(path_or_id: str | Path) -> list[tuple[str, str]]:
 def trajectory_rows(directory: Path, config: Any, meta: dict[str, Any]) -> list[tuple[str, str]]:
     """TT rows: dimensions, tokenization and value discount."""
     discretizer = directory / "discretizer.npz"
+    kind = meta.get("discretizer", "unknown kind")
     return [
         ("dimensions", f"observation {config.observation_dim}, action {config.action_dim}, transition {config.transition_dim}"),
         ("tokens", f"{config.vocab_size} bins per dimension, block size {config.block_size}"),
-        ("discretizer", f"{meta.get('discretizer', 'unknown kind')} ({discretizer.name})" if discretizer.exists() else "missing: pass --dataset to build one"),
+        ("discretizer", f"{kind} ({discretizer.name})" if discretizer.exists() else "missing: pass --dataset to build one"),
         ("discount", str(meta.get("discount", "not recorded"))),
     ]
 

@@ -56,6 +56,7 @@ def warmup_cosine(
         updates = step + 1  # the update about to happen counts, so the first one is not at lr 0
         if updates < warmup_steps:
             return updates / warmup_steps
+        # the original (minGPT's token-counting schedule) lets the cosine climb again past its end; hold the floor
         progress = min(1.0, (updates - warmup_steps) / max(1, decay_steps - warmup_steps))
         return max(min_ratio, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
@@ -142,14 +143,16 @@ class Trainer:
             raise SeqrlError(f"cannot resume: {path} is missing; start a new run with another --out")
         device = next(self.model.parameters()).device
         saved = type(self.model).from_pretrained(self.out)  # checks names and shapes against the saved config
-        self.model.load_state_dict(saved.state_dict())
         try:
+            self.model.load_state_dict(saved.state_dict())
             state = torch.load(path, map_location="cpu", weights_only=True)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as error:
-            first = str(error).strip().splitlines()[0]
-            raise SeqrlError(f"cannot resume from {path} ({first}); start a new run with another --out") from None
+            raise SeqrlError(
+                f"cannot resume from {self.out}: its weights or {TRAINING_STATE_FILE} do not fit this run "
+                f"({type(error).__name__}; did the dataset change?); start a new run with another --out"
+            ) from None
         torch.set_rng_state(state["rng_cpu"])
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], device)
@@ -162,7 +165,9 @@ class Trainer:
 
     def run(self, batch_at: Callable[[int], Batch], held_out: Sequence[Batch], steps: int) -> dict[str, Any]:
         """Train until `steps` updates are done; return the last metrics record. Ctrl-C keeps the last checkpoint."""
-        columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
+        columns = (
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn()
+        )
         session_tokens, session_start = 0, time.perf_counter()
         tick = session_start
         with Progress(*columns, disable=self.quiet) as progress:
@@ -173,15 +178,16 @@ class Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.pending.append(self.update(batch))
                     self.step += 1
-                    self.tokens += self.tokens_in(batch)
-                    session_tokens += self.tokens_in(batch)
+                    tokens = self.tokens_in(batch)
+                    self.tokens += tokens
+                    session_tokens += tokens
                     status = f"loss {self.pending[-1]:.4f}  {session_tokens / (time.perf_counter() - session_start):,.0f} tok/s"
                     if self.step % self.eval_every == 0 or self.step == steps:
                         self.elapsed += time.perf_counter() - tick
                         tick = time.perf_counter()
                         self.record(lr, self.evaluate(held_out))
-                        held = self.summary["held_out_loss"]
-                        status += "" if held is None else f"  held-out {held:.4f}"
+                    if self.summary.get("held_out_loss") is not None:
+                        status += f"  held-out {self.summary['held_out_loss']:.4f}"
                     progress.update(task, completed=self.step, status=status)
                     if self.step % self.save_every == 0 or self.step == steps:
                         self.elapsed += time.perf_counter() - tick
@@ -189,7 +195,8 @@ class Trainer:
                         self.save()
             except KeyboardInterrupt:
                 kept = "no checkpoint yet" if self.saved_step is None else f"the checkpoint of step {self.saved_step} is intact"
-                Console(stderr=True).print(f"interrupted at step {self.step}; {kept} in {self.out} (continue with --resume)")
+                message = f"interrupted at step {self.step}; {kept} in {self.out} (continue with --resume)"
+                Console(stderr=True, soft_wrap=True).print(message, highlight=False)
                 raise SystemExit(130) from None
         return self.summary
 

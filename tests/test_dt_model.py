@@ -9,6 +9,7 @@ from safetensors import safe_open
 from seqrl import DecisionTransformerConfig, DecisionTransformerModel, SeqrlError
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.filterwarnings("ignore:.*autocast.*:FutureWarning")  # inside transformers 4.30
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -75,6 +76,8 @@ def test_forward_matches_transformers(variant, tmp_path):
         assert len(got.attentions) == config.n_layer
         for mine, hf in zip(got.attentions, expected.attentions):  # (B, nh, 3T, 3T): rows of real query tokens
             assert_close_where(mine.transpose(1, 2), hf.transpose(1, 2), token_mask)
+        last = ours.last_action(inputs["states"], inputs["actions"], inputs["returns_to_go"], inputs["timesteps"], mask)
+        torch.testing.assert_close(last, expected.action_preds[:, -1], atol=2e-6, rtol=1e-5)
         tuple_out = ours(**inputs, return_dict=False)
     assert len(tuple_out) == 3
     torch.testing.assert_close(tuple_out[1], got.action_preds)

@@ -9,6 +9,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from seqrl import DecisionTransformerModel
+from seqrl.envs.datasets import Episode
+from seqrl.planners.decision.data import episode_steps, sample_windows
 
 TINY = ["--batch-size", "16", "--context-length", "5", "--hidden-size", "16", "--n-layer", "1", "--warmup-steps", "2",
         "--lr", "3e-3", "--eval-every", "10", "--save-every", "20", "--holdout", "0.2", "--threads", "1", "--device", "cpu", "--quiet"]
@@ -39,6 +41,27 @@ def train(dataset: str, out, steps: int, *extra: str) -> subprocess.CompletedPro
 def records(out) -> list[dict]:
     """The metrics.jsonl records of a run."""
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_windows_are_left_padded_slices_with_returns_to_go():
+    lengths = [30, 3]
+    episodes = [Episode(observations=np.arange(n, dtype=np.float32)[:, None] + 100 * e, actions=np.zeros((n, 1), np.float32),
+                        rewards=np.arange(1, n + 1, dtype=np.float32), terminations=np.zeros(n, bool), truncations=np.zeros(n, bool))
+                for e, n in enumerate(lengths)]
+    steps = episode_steps(episodes, np.zeros(1, np.float32), np.ones(1, np.float32), return_scale=10.0, max_ep_len=20)
+    states, _, returns, timesteps, mask = (t.numpy() for t in sample_windows(steps, 4000, 5, np.random.default_rng(0)))
+    from_second = states[:, -1, 0] >= 100
+    assert abs(from_second.mean() - 3 / 33) < 0.02  # episodes drawn in proportion to their length
+    for state, ret, time, real in zip(states[:200, :, 0], returns[:200, :, 0], timesteps[:200], mask[:200]):
+        n = int(real.sum())
+        assert real.tolist() == [0] * (5 - n) + [1] * n  # left padding only
+        episode = int(state[-1] >= 100)
+        t = (state[5 - n:] - 100 * episode).astype(int)
+        assert (t == t[0] + np.arange(n)).all()  # consecutive steps of one episode
+        assert n == 5 or t[-1] == lengths[episode] - 1  # short windows reach the episode's end
+        rewards = np.arange(1, lengths[episode] + 1)
+        np.testing.assert_allclose(ret[5 - n:], [rewards[i:].sum() / 10.0 for i in t], rtol=1e-6)
+        assert time[5 - n:].tolist() == np.minimum(t, 19).tolist()
 
 
 def test_training_lowers_loss_and_resumes_exactly(dataset, tmp_path):

@@ -70,7 +70,8 @@ def test_reconstruct_clips_out_of_range_tokens():
 def test_expectation_and_percentile_of_batched_token_distributions():
     discretizer = Discretizer(SMALL_THRESHOLDS, "quantile")  # midpoints: [2, 4, 7] and [20, 40, 60]
     probs = torch.tensor([[[1.0, 0.0, 0.0], [0.25, 0.25, 0.5]], [[0.0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]]])  # (batch 2, dim 2, N 3)
-    np.testing.assert_allclose(discretizer.expectation(probs).numpy(), [[2, 0.25 * 20 + 0.25 * 40 + 0.5 * 60], [5.5, 40]], rtol=1e-6)
+    expected = [[2, 0.25 * 20 + 0.25 * 40 + 0.5 * 60], [5.5, 40]]
+    np.testing.assert_allclose(discretizer.expectation(probs).numpy(), expected, rtol=1e-6)
     # least bin whose cumulative probability reaches the fraction
     np.testing.assert_allclose(discretizer.percentile(probs, 0.5).numpy(), [[2, 40], [4, 40]])
     np.testing.assert_allclose(discretizer.percentile(probs, 0.6).numpy(), [[2, 60], [7, 40]])

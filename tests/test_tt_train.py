@@ -13,10 +13,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from seqrl import DecisionTransformerConfig, DecisionTransformerModel, SeqrlError, TrajectoryTransformerConfig, TrajectoryTransformerModel
-from seqrl.envs.datasets import Episode
+from seqrl import (
+    DecisionTransformerConfig,
+    DecisionTransformerModel,
+    SeqrlError,
+    TrajectoryTransformerConfig,
+    TrajectoryTransformerModel,
+)
+from seqrl.envs.datasets import Episode, load_dataset
 from seqrl.planners.info import describe_checkpoint
-from seqrl.planners.trajectory.data import TokenWindows, episode_transitions
+from seqrl.planners.trajectory.data import TokenWindows, episode_transitions, token_windows
+from seqrl.planners.trajectory.discretizer import Discretizer
 from seqrl.planners.trajectory.train import TrainArgs, train_tt
 from seqrl.planners.training import EpochSampler, adamw, split_episodes, warmup_cosine
 
@@ -67,7 +74,8 @@ def test_windows_start_at_every_step_but_the_last_and_pad_with_the_stop_token():
 
 
 def test_adamw_decays_weight_matrices_only():
-    model = TrajectoryTransformerModel(TrajectoryTransformerConfig(observation_dim=2, action_dim=1, transition_dim=5, block_size=14, n_layer=1))
+    config = TrajectoryTransformerConfig(observation_dim=2, action_dim=1, transition_dim=5, block_size=14, n_layer=1)
+    model = TrajectoryTransformerModel(config)
     decay, no_decay = adamw(model, 1e-3, 0.1, (0.9, 0.95)).param_groups
     names = {id(p): name for name, p in model.named_parameters()}
     decayed = sorted(names[id(p)] for p in decay["params"])
@@ -113,7 +121,9 @@ def write_tiny_dataset(path: Path) -> Path:
         for t in range(30):
             action = np.sin(0.3 * t + index)
             last = t == 29
-            for key, value in zip(columns, (observation, [action], observation[0] + action, last and index % 3 == 0, last and index % 3 != 0)):
+            terminal = last and index % 3 == 0
+            step = (observation, [action], observation[0] + action, terminal, last and not terminal)
+            for key, value in zip(columns, step):
                 columns[key].append(value)
             observation = 0.8 * observation + [action, -action]
     with h5py.File(path, "w") as file:
@@ -166,14 +176,16 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(runs):
     once, resumed = load_file(runs["A"] / "model.safetensors"), load_file(runs["B"] / "model.safetensors")
     assert once.keys() == resumed.keys() and all(torch.equal(once[key], resumed[key]) for key in once)
     held_out = {r["step"]: r["held_out_loss"] for r in metrics(runs["A"])}
-    assert [(r["step"], r["held_out_loss"]) for r in metrics(runs["B"]) if r["step"] in (30, 40)] == [(30, held_out[30]), (40, held_out[40])]
+    resumed_held_out = [(r["step"], r["held_out_loss"]) for r in metrics(runs["B"]) if r["step"] in (30, 40)]
+    assert resumed_held_out == [(30, held_out[30]), (40, held_out[40])]
 
 
 def test_info_describes_a_training_checkpoint(runs, seqrl):
     done = seqrl("info", runs["A"])
     assert done.returncode == 0, done.stderr
     parameters = sum(p.numel() for p in TrajectoryTransformerModel.from_pretrained(runs["A"]).parameters())
-    for expected in ("Trajectory Transformer (seqrl, TT)", "observation 2, action 1, transition 5", f"{parameters:,}", "40 steps", "quantile"):
+    expected_rows = ("Trajectory Transformer (seqrl, TT)", "observation 2, action 1, transition 5", f"{parameters:,}", "40 steps")
+    for expected in (*expected_rows, "quantile"):
         assert expected in done.stdout
 
 
@@ -186,7 +198,8 @@ def test_info_describes_plain_hugging_face_and_decision_transformer_dirs(runs, s
     assert rows["kind"] == "Trajectory Transformer (plain Hugging Face)" and rows["discretizer"].startswith("missing")
 
     DecisionTransformerModel(DecisionTransformerConfig(state_dim=11, act_dim=3, n_layer=1)).save_pretrained(tmp_path / "dt")
-    meta = {"kind": "dt", "env_id": "Hopper-v5", "state_mean": [0.0] * 11, "state_std": [1.0] * 11, "policy": {"target_return": 3600}}
+    meta = {"kind": "dt", "env_id": "Hopper-v5", "state_mean": [0.0] * 11, "state_std": [1.0] * 11}
+    meta["policy"] = {"target_return": 3600}
     (tmp_path / "dt" / "seqrl.json").write_text(json.dumps(meta))
     done = seqrl("info", tmp_path / "dt")
     assert done.returncode == 0, done.stderr
@@ -218,8 +231,29 @@ def test_bad_directories_and_options_give_one_line_errors(runs, seqrl, tmp_path)
         with pytest.raises(SeqrlError, match=re.escape(message)):
             train_tt(args)
     # the command prints such errors as one line and exit status 1
-    for args, message in [(["info", tmp_path / "empty"], "config.json is missing"), (["train", "tt", "--dataset", runs["dataset"], "--out", runs["A"], *TINY_RUN, "--steps", 5], "pass --resume")]:
+    train_again = ["train", "tt", "--dataset", runs["dataset"], "--out", runs["A"], *TINY_RUN, "--steps", 5]
+    for args, message in [(["info", tmp_path / "empty"], "config.json is missing"), (train_again, "pass --resume")]:
         done = seqrl(*args)
         assert done.returncode == 1 and done.stdout == "", done.stdout
         assert done.stderr.startswith("error:") and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert metrics(runs["A"])[-1]["step"] == 40  # refused runs left the checkpoint alone
+
+
+def test_hopper_dataset_tokenizes_as_the_original(shared_datasets, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(shared_datasets))
+    dataset = load_dataset("zoo/hopper/medium-v0")
+    transitions = [episode_transitions(e, 0.99, -100) for e in dataset.episodes]
+    rows = np.concatenate(transitions)
+    assert rows.shape == (dataset.num_steps, 11 + 3 + 2)
+    terminated = sum(bool(e.terminations.any()) for e in dataset.episodes)
+    assert (rows[:, -2] == -100).sum() == terminated > 0
+    discretizer = Discretizer.fit(rows, n_bins=100)
+    counts = np.stack([np.bincount(column, minlength=100) for column in discretizer.discretize(rows).T.numpy()])
+    # quantile bins split every dimension without heavily repeated values (clipped ones have) into equal shares
+    repeats = np.array([np.unique(rows[:, dim], return_counts=True)[1].max() for dim in range(rows.shape[1])])
+    spread = repeats <= 20
+    assert spread.sum() >= 12 and (abs(counts[spread] - len(rows) / 100) <= 20).all()
+    windows = token_windows(transitions, discretizer, sequence_length=10, max_path_length=1000)
+    assert len(windows) == dataset.num_steps - len(dataset.episodes)
+    x, y, mask = windows[torch.arange(len(windows) - 1, len(windows) - 3, -1)]
+    assert x.shape == (2, 159) and (y[:, -16:] == 100).all() and mask.all()  # episode ends: stop tokens, still trained on

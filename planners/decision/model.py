@@ -52,10 +52,14 @@ class Attention(nn.Module):
         )
         self.upcast = config.reorder_and_upcast_attn
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, output_attentions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, T, C), additive bias (B, 1, T, T) -> output (B, T, C) and, if asked, weights (B, nh, T, T)."""
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor, output_attentions: bool, last_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, C), additive bias (B, 1, T, T) -> output (B, T or 1, C) and, if asked, weights (B, nh, T or 1, T)."""
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        if last_only:  # only the last token's output is wanted: one query row
+            q, bias = q[:, :, -1:], bias[:, :, -1:]
         weights = None
         if output_attentions or (self.upcast and x.dtype != torch.float32):
             if self.upcast:
@@ -66,7 +70,7 @@ class Attention(nn.Module):
         else:
             dropout = self.attn_dropout.p if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=self.scale)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hd) -> (B, T, C)
+        y = y.transpose(1, 2).reshape(B, -1, C)  # (B, nh, T, hd) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y)), weights
 
 
@@ -100,10 +104,12 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, output_attentions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, T, C) -> (B, T, C) and the attention weights if asked."""
-        attended, weights = self.attn(self.ln_1(x), bias, output_attentions)
-        x = x + attended
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor, output_attentions: bool, last_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, C) -> (B, T, C), or (B, 1, C) for the last token only, and the attention weights if asked."""
+        attended, weights = self.attn(self.ln_1(x), bias, output_attentions, last_only)
+        x = (x[:, -1:] if last_only else x) + attended
         return x + self.mlp(self.ln_2(x)), weights
 
 
@@ -124,8 +130,12 @@ class DecisionTransformerGPT2Model(nn.Module):
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
-        """Embeddings (B, T, C) and key mask (B, T) of 1/0 -> last hidden state, per-layer hidden states, attentions."""
+        """Embeddings (B, T, C) and key mask (B, T) of 1/0 -> last hidden state, per-layer hidden states, attentions.
+
+        With `last_only` the last block computes the last token alone, and the hidden state is (B, 1, C).
+        """
         B, T, _ = inputs_embeds.shape
         lowest = torch.finfo(inputs_embeds.dtype).min
         causal = torch.ones(T, T, dtype=torch.bool, device=inputs_embeds.device).tril()
@@ -136,9 +146,9 @@ class DecisionTransformerGPT2Model(nn.Module):
         # transformers' DT passes all-zero position ids: row 0 of wpe is added to every token.
         x = self.drop(inputs_embeds + self.wpe.weight[0])
         hidden_states, attentions = [], []
-        for block in self.h:
+        for i, block in enumerate(self.h):
             hidden_states.append(x)
-            x, weights = block(x, bias, output_attentions)
+            x, weights = block(x, bias, output_attentions, last_only and i == len(self.h) - 1)
             attentions.append(weights)
         x = self.ln_f(x)
         hidden_states.append(x)
@@ -192,6 +202,30 @@ class DecisionTransformerModel(PretrainedModel):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
+    def embed(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Interleaved, normalized token embeddings (B, 3T, C): R_1 s_1 a_1 R_2 s_2 a_2 ..."""
+        B, T = states.shape[:2]
+        time = self.embed_timestep(timesteps)  # (B, T, C)
+        tokens = torch.stack(
+            (self.embed_return(returns_to_go) + time, self.embed_state(states) + time, self.embed_action(actions) + time),
+            dim=2,
+        )  # (B, T, 3, C)
+        return self.embed_ln(tokens.reshape(B, 3 * T, -1))
+
+    def last_action(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """`forward(...).action_preds[:, -1]` (B, act_dim), computing only what the last state token needs."""
+        tokens = self.embed(states, actions, returns_to_go, timesteps)[:, :-1]  # the last action token comes after
+        token_mask = attention_mask.repeat_interleave(3, dim=1)[:, :-1]  # (B, 3T - 1)
+        last, _, _ = self.encoder(tokens, token_mask, last_only=True)
+        return self.predict_action(last[:, -1])
+
     def forward(
         self,
         states: torch.Tensor,
@@ -206,14 +240,9 @@ class DecisionTransformerModel(PretrainedModel):
     ) -> DecisionTransformerOutput | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """states (B, T, S), actions (B, T, A), returns_to_go (B, T, 1), timesteps (B, T), mask (B, T); rewards unused."""
         B, T = states.shape[:2]
-        time = self.embed_timestep(timesteps)  # (B, T, C)
-        tokens = torch.stack(
-            (self.embed_return(returns_to_go) + time, self.embed_state(states) + time, self.embed_action(actions) + time),
-            dim=2,
-        ).reshape(B, 3 * T, -1)  # (B, T, 3, C) -> (B, 3T, C): R_1 s_1 a_1 R_2 s_2 a_2 ...
         token_mask = None if attention_mask is None else attention_mask.repeat_interleave(3, dim=1)  # (B, 3T)
         last, hidden_states, attentions = self.encoder(
-            self.embed_ln(tokens), token_mask, output_hidden_states, output_attentions
+            self.embed(states, actions, returns_to_go, timesteps), token_mask, output_hidden_states, output_attentions
         )
         x = last.reshape(B, T, 3, -1)
         state_preds = self.predict_state(x[:, :, 2])  # from (state, action): the next state

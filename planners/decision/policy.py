@@ -97,7 +97,7 @@ class DecisionTransformerPolicy(Agent):
         timesteps = torch.as_tensor(np.minimum(self.step[slots], self.max_timestep), device=self.device)
         newest = {  # what enters each slot's history on the right, the oldest step dropping off the left
             "states": (observations - self.state_mean) / self.state_std,
-            "actions": 0.0,  # placeholder until predicted: the action token comes after the state token it depends on
+            "actions": 0.0,  # until predicted; the model does not read this step's action
             "returns": returns[:, None],
             "timesteps": timesteps,
             "mask": 1,
@@ -107,9 +107,9 @@ class DecisionTransformerPolicy(Agent):
             window[name] = self.history[name][index].roll(-1, dims=1)  # (N, K, ...)
             window[name][:, -1] = value
             self.history[name][index] = window[name]
-        predicted = self.model(
-            window["states"], window["actions"], None, window["returns"], window["timesteps"], window["mask"]
-        ).action_preds[:, -1]  # (N, act_dim)
+        predicted = self.model.last_action(
+            window["states"], window["actions"], window["returns"], window["timesteps"], window["mask"]
+        )  # (N, act_dim)
         actions = torch.maximum(torch.minimum(predicted, self.high), self.low)
         self.history["actions"][index, -1] = actions
         return actions.cpu().numpy().astype(self.action_dtype)
@@ -144,7 +144,7 @@ def load_agent(
     """The DT policy of a seqrl or plain Hugging Face checkpoint directory, checked against `env`."""
     if others:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in others)
-        raise SeqrlError(f"{flags} not used by Decision Transformer checkpoints; drop them (DT takes --target-return)")
+        raise SeqrlError(f"{flags}: not an option of Decision Transformer policies (they take --target-return); drop it")
     directory = Path(directory)
     model = DecisionTransformerModel.from_pretrained(directory)
     config = model.config
@@ -184,7 +184,7 @@ def _first(*values: Any) -> Any:
 
 
 def _state_statistics(directory: Path, meta: dict, dataset: str | None, state_dim: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """State mean and std from seqrl.json, else from `dataset`; and where they came from."""
+    """State mean and std stored in seqrl.json, else those of `dataset`; and where they came from."""
     if "state_mean" in meta and "state_std" in meta:
         mean, std, source = np.asarray(meta["state_mean"]), np.asarray(meta["state_std"]), str(directory / META_FILE)
     elif dataset is not None:
@@ -194,7 +194,7 @@ def _state_statistics(directory: Path, meta: dict, dataset: str | None, state_di
         mean, std, source = data.observation_mean, data.observation_std, dataset
     else:
         raise SeqrlError(
-            f"{directory} has no state normalization statistics (no {META_FILE}); "
+            f"{directory} stores no state normalization statistics (a plain Hugging Face checkpoint?); "
             "pass --dataset with the dataset the model was trained on"
         )
     if mean.shape != (state_dim,) or std.shape != (state_dim,):

@@ -45,6 +45,7 @@ class TokenWindows(torch.utils.data.Dataset):
         self.tokens = torch.full((len(step_of_row), tokens.shape[1]), stop_token, dtype=dtype)  # (rows, transition_dim)
         self.tokens[is_data] = tokens.to(dtype)
         self.in_path = step_of_row < max_path_length  # (rows,) positions that count in the loss
+        # window j overall is window j - first_start[e] of its episode e, which starts at that many rows into e
         starts_per_episode = lengths - 1
         episode_of_start = torch.repeat_interleave(torch.arange(len(lengths)), starts_per_episode)
         first_start = torch.cumsum(starts_per_episode, 0) - starts_per_episode

@@ -60,7 +60,7 @@ class SlotState:
     """One env slot's episode: its random stream, recent transitions and current plan."""
 
     generator: torch.Generator
-    context: deque  # of (transition_dim,) token tensors, the most recent last
+    context: deque[torch.Tensor]  # (transition_dim,) tokens of each recent transition, the latest last
     plan: torch.Tensor | None = None  # (horizon, transition_dim) tokens of the best plan
     plan_value: float | None = None
     step: int = 0  # env steps taken this episode
@@ -84,7 +84,7 @@ class TrajectoryPlanner(Agent):
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.discretizer = discretizer.to(self.device)
-        self.settings_ = settings
+        self.planner_settings = settings
         self.info = info or {}
         self.observation_dim, self.action_dim = config.observation_dim, config.action_dim
         self.transition_dim = config.transition_dim
@@ -100,23 +100,23 @@ class TrajectoryPlanner(Agent):
             generator.seed()
         else:
             generator.manual_seed(seed)
-        self.slots[slot] = SlotState(generator, deque(maxlen=self.settings_.max_context_transitions))
+        self.slots[slot] = SlotState(generator, deque(maxlen=self.planner_settings.max_context_transitions))
 
     def act_batch(self, observations: np.ndarray, slots: Sequence[int]) -> np.ndarray:
         """Actions (N, act_dim) for observations (N, obs_dim): replan the slots due, then read each plan."""
-        observations = np.asarray(observations, dtype=np.float64)
+        observations = np.array(observations, dtype=np.float64)  # a copy: callers may reuse their buffer
         if observations.shape != (len(slots), self.observation_dim):
             raise SeqrlError(
                 f"planner got observations of shape {observations.shape} for {len(slots)} slots; "
                 f"expected ({len(slots)}, {self.observation_dim})"
             )
         states = [self.state(slot) for slot in slots]
-        due = [i for i, state in enumerate(states) if state.step % self.settings_.plan_freq == 0]
+        due = [i for i, state in enumerate(states) if state.step % self.planner_settings.plan_freq == 0]
         if due:
             self.replan([states[i] for i in due], observations[due])
         actions = []
         for state, observation in zip(states, observations):
-            transition = self.discretizer.reconstruct(state.plan[state.step % self.settings_.plan_freq])
+            transition = self.discretizer.reconstruct(state.plan[state.step % self.planner_settings.plan_freq])
             state.observation = observation
             state.action = transition[self.observation_dim : self.observation_dim + self.action_dim].cpu().numpy()
             actions.append(state.action)
@@ -132,7 +132,7 @@ class TrajectoryPlanner(Agent):
 
     def settings(self) -> dict[str, Any]:
         """Checkpoint, its digest and every effective planner setting, for logs."""
-        return {"agent": self.name, **self.info, **dataclasses.asdict(self.settings_), "device": str(self.device)}
+        return {"agent": self.name, **self.info, **dataclasses.asdict(self.planner_settings), "device": str(self.device)}
 
     def state(self, slot: int) -> SlotState:
         """The episode state of `slot`, or an error if `reset` was never called for it."""
@@ -150,13 +150,13 @@ class TrajectoryPlanner(Agent):
             prefixes.append(prefix[window_start(len(prefix), self.max_tokens, self.transition_dim) :])
         for length in sorted({len(prefix) for prefix in prefixes}):
             group = [i for i, prefix in enumerate(prefixes) if len(prefix) == length]
-            decoder_class = CachedDecoder if self.settings_.kv_cache else FullWindowDecoder
+            decoder_class = CachedDecoder if self.planner_settings.kv_cache else FullWindowDecoder
             plans, values = beam_plan(
                 decoder_class(self.model, self.max_tokens),
                 torch.stack([prefixes[i] for i in group]),
                 [states[i].generator for i in group],
                 self.reward_and_value,
-                self.settings_,
+                self.planner_settings,
                 self.observation_dim,
                 self.action_dim,
             )
@@ -204,7 +204,7 @@ def load_agent(
             f"({config.vocab_size + 1}, {config.transition_dim}); it belongs to another checkpoint"
         )
     given = {name: value for name, value in options.items() if value is not None}
-    settings = planner_settings({"discount": meta.get("discount", 0.99), **meta.get("planner", {}), **given}, config.vocab_size)
+    settings = resolve_settings({"discount": meta.get("discount", 0.99), **meta.get("planner", {}), **given}, config.vocab_size)
     weights = directory / WEIGHTS_FILE if (directory / WEIGHTS_FILE).exists() else directory / LEGACY_WEIGHTS_FILE
     info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights), "discretizer": source}
     return TrajectoryPlanner(model.to(resolve_device(device)), discretizer, settings, info)
@@ -228,7 +228,7 @@ def checkpoint_discretizer(
     return Discretizer.fit(transitions, n_bins, meta.get("discretizer", "quantile")), f"fitted to {dataset}"
 
 
-def planner_settings(values: dict[str, Any], vocab_size: int) -> PlannerSettings:
+def resolve_settings(values: dict[str, Any], vocab_size: int) -> PlannerSettings:
     """Checked settings from raw values (CLI strings, JSON or Python; "none" or null disables a filter)."""
     settings = {}
     for name, value in values.items():

@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 
 from seqrl import SeqrlError, __version__
-from seqrl.envs.datasets import load_dataset
+from seqrl.envs.datasets import OfflineDataset, load_dataset
 from seqrl.planners.checkpoint import META_FILE, write_json
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 from seqrl.planners.trajectory.data import TokenWindows, episode_transitions, token_windows
@@ -97,46 +97,19 @@ def train_tt(args: TrainArgs) -> dict[str, Any]:
         discretizer = Discretizer.fit(np.concatenate(transitions), args.n_bins, args.discretizer)
     train_ids, held_ids = split_episodes(len(transitions), args.holdout, args.seed)
     train = token_windows([transitions[i] for i in train_ids], discretizer, args.sequence_length, args.max_path_length)
-    held = token_windows([transitions[i] for i in held_ids], discretizer, args.sequence_length, args.max_path_length) if len(held_ids) else None
+    held = None  # with --holdout 0 there is no held-out loss
+    if len(held_ids):
+        held = token_windows([transitions[i] for i in held_ids], discretizer, args.sequence_length, args.max_path_length)
 
-    transition_dim = dataset.obs_dim + dataset.act_dim + 2
-    config = TrajectoryTransformerConfig(
-        vocab_size=args.n_bins,
-        block_size=args.sequence_length * transition_dim - 1,
-        observation_dim=dataset.obs_dim,
-        action_dim=dataset.act_dim,
-        transition_dim=transition_dim,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        n_embd=args.n_embd,
-        embd_pdrop=args.embd_pdrop,
-        attn_pdrop=args.attn_pdrop,
-        resid_pdrop=args.resid_pdrop,
-        action_weight=args.action_weight,
-        reward_weight=args.reward_weight,
-        value_weight=args.value_weight,
-        learning_rate=args.lr,
-    )
+    config = model_config(args, dataset.obs_dim, dataset.act_dim)
     model = TrajectoryTransformerModel(config).to(device)
     sampler = EpochSampler(len(train), args.batch_size, args.seed)
     steps = total_steps(args, len(train), sampler.steps_per_epoch)
     optimizer = adamw(model, args.lr, args.weight_decay, (args.beta1, args.beta2))
+    # the original counts tokens (warmup: one epoch's worth, cosine to 10% at twenty); the same in steps here
     warmup = max(1, round(args.warmup_epochs * sampler.steps_per_epoch))
     scheduler = warmup_cosine(optimizer, warmup, round(args.decay_epochs * sampler.steps_per_epoch), args.min_lr_ratio)
-    meta = {
-        "kind": "tt",
-        "seqrl_version": __version__,
-        "env_id": dataset.env_id,
-        "datasets": dataset.sources,
-        "discount": args.discount,
-        "termination_penalty": args.termination_penalty,
-        "sequence_length": args.sequence_length,
-        "max_path_length": args.max_path_length,
-        "discretizer": discretizer.kind,
-        "n_bins": args.n_bins,
-        "planner": {},
-        "training": dataclasses.asdict(args),
-    }
+    meta = checkpoint_meta(args, dataset, discretizer)
 
     def write_files(directory: Path, summary: dict[str, Any]) -> None:
         model.save_pretrained(directory)
@@ -159,11 +132,14 @@ def train_tt(args: TrainArgs) -> dict[str, Any]:
     )
     if args.resume:
         trainer.resume()
-    console = Console(quiet=args.quiet)
+    console = Console(quiet=args.quiet, soft_wrap=True)
+    if trainer.step >= steps:
+        console.print(f"{out} is already at step {trainer.step:,}; pass a --steps above it to train on", highlight=False)
+        return trainer.summary
     parameters = sum(p.numel() for p in model.parameters())
     console.print(
         f"{len(train):,} training windows from {len(train_ids)} episodes ({len(held_ids)} held out), "
-        f"transition_dim {transition_dim}, block_size {config.block_size}, {parameters:,} parameters; "
+        f"transition_dim {config.transition_dim}, block_size {config.block_size}, {parameters:,} parameters; "
         f"steps {trainer.step:,} -> {steps:,} of batch {args.batch_size} on {device}",
         highlight=False,
     )
@@ -174,6 +150,46 @@ def train_tt(args: TrainArgs) -> dict[str, Any]:
     summary = trainer.run(batch_at, held_out_batches(held, args.batch_size, args.seed, device), steps)
     console.print(f"saved {out} at step {summary['step']:,}: train loss {summary['train_loss']:.4f}", highlight=False)
     return summary
+
+
+def model_config(args: TrainArgs, observation_dim: int, action_dim: int) -> TrajectoryTransformerConfig:
+    """The model's config: dimensions from the data, a block of `sequence_length` transitions minus one token."""
+    transition_dim = observation_dim + action_dim + 2
+    return TrajectoryTransformerConfig(
+        vocab_size=args.n_bins,
+        block_size=args.sequence_length * transition_dim - 1,
+        observation_dim=observation_dim,
+        action_dim=action_dim,
+        transition_dim=transition_dim,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_embd=args.n_embd,
+        embd_pdrop=args.embd_pdrop,
+        attn_pdrop=args.attn_pdrop,
+        resid_pdrop=args.resid_pdrop,
+        action_weight=args.action_weight,
+        reward_weight=args.reward_weight,
+        value_weight=args.value_weight,
+        learning_rate=args.lr,
+    )
+
+
+def checkpoint_meta(args: TrainArgs, dataset: OfflineDataset, discretizer: Discretizer) -> dict[str, Any]:
+    """seqrl.json without the results: where the data came from and how it was tokenized and trained."""
+    return {
+        "kind": "tt",
+        "seqrl_version": __version__,
+        "env_id": dataset.env_id,
+        "datasets": dataset.sources,
+        "discount": args.discount,
+        "termination_penalty": args.termination_penalty,
+        "sequence_length": args.sequence_length,
+        "max_path_length": args.max_path_length,
+        "discretizer": discretizer.kind,
+        "n_bins": discretizer.n_bins,
+        "planner": {},  # planner defaults, filled in by the planner's conventions
+        "training": dataclasses.asdict(args),
+    }
 
 
 def window_loss(model: TrajectoryTransformerModel, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
