@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+from collections.abc import Callable
+from typing import Any
+
 import typer
 from rich.console import Console
 
@@ -202,6 +205,7 @@ def train_tt(
     holdout: float = typer.Option(0.05, help="Fraction of episodes held out for the held-out loss (0 for none)."),
     seed: int = typer.Option(42, help="Seed of initialization, data order, dropout and the held-out split."),
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    precision: str = typer.Option("fp32", help="fp32, or bf16: forward passes under bfloat16 autocast (weights stay fp32)."),
     eval_every: int = typer.Option(500, help="Steps between metrics.jsonl records (train and held-out loss)."),
     save_every: int = typer.Option(1000, help="Steps between checkpoints (always one at the end)."),
     threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
@@ -213,15 +217,9 @@ def train_tt(
 
     Example: seqrl train tt --dataset zoo/hopper/medium-v0 --out runs/tt-hopper --steps 20000
     """
-    import os
+    from seqrl.planners.trajectory.train import TrainArgs, train_tt
 
-    from seqrl.planners.trajectory.train import TrainArgs
-    from seqrl.planners.trajectory.train import train_tt as run
-
-    if datasets_root is not None:
-        os.environ["MINARI_DATASETS_PATH"] = str(datasets_root)
-    options = {name: value for name, value in locals().items() if name in TrainArgs.__dataclass_fields__}
-    run(TrainArgs(**{**options, "out": str(out)}))
+    _train(TrainArgs, train_tt, locals())
 
 
 @train_app.command("dt")
@@ -257,15 +255,19 @@ def train_dt(
 
     Example: seqrl train dt --dataset zoo/hopper/medium-v0 --out runs/dt-hopper --steps 20000
     """
+    from seqrl.planners.decision.train import TrainArgs, train_dt
+
+    _train(TrainArgs, train_dt, locals())
+
+
+def _train(args_class: type, train: Callable[[Any], object], options: dict[str, Any]) -> None:
+    """Call `train(args_class(...))` with a command's options; `datasets_root` sets MINARI_DATASETS_PATH."""
     import os
 
-    from seqrl.planners.decision.train import TrainArgs
-    from seqrl.planners.decision.train import train_dt as run
-
-    if datasets_root is not None:
-        os.environ["MINARI_DATASETS_PATH"] = str(datasets_root)
-    options = {name: value for name, value in locals().items() if name in TrainArgs.__dataclass_fields__}
-    run(TrainArgs(**{**options, "out": str(out)}))
+    if options["datasets_root"] is not None:
+        os.environ["MINARI_DATASETS_PATH"] = str(options["datasets_root"])
+    fields = args_class.__dataclass_fields__
+    train(args_class(**{name: value for name, value in options.items() if name in fields and name != "out"}, out=str(options["out"])))
 
 
 def main() -> None:

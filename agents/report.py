@@ -55,7 +55,7 @@ def _number(value: float | None, digits: int = 1) -> str:
 
 
 def summary_table(results: list[EpisodeResult], title: str) -> Table:
-    """A row per episode (first and last ones of long runs), then mean ± std, min and max of return, length and score."""
+    """A row per episode (first and last ones of long runs), then mean, std, min and max of return, length and score."""
     table = Table(title=title, caption="score: D4RL normalized return", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("episode", "seed", "return", "length", "score", "end", "time s"):
         table.add_column(name, justify="left" if name == "end" else "right", no_wrap=True)
@@ -73,16 +73,16 @@ def summary_table(results: list[EpisodeResult], title: str) -> Table:
     lengths = np.array([r.length for r in results])
     scores = None if any(r.normalized_score is None for r in results) else np.array([r.normalized_score for r in results])
     table.add_section()
-    for name, stat in (("mean ± std", None), ("min", np.min), ("max", np.max)):
+    for name, stat in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
         cells = [_stat(values, stat) for values in (returns, lengths, scores)]
         table.add_row(name, "", *cells, "", "")
     return table
 
 
-def _stat(values: np.ndarray | None, stat: Callable[[np.ndarray], Any] | None) -> str:
-    """`stat` of `values` as a table cell; None means mean ± std."""
+def _stat(values: np.ndarray | None, stat: Callable[[np.ndarray], Any]) -> str:
+    """`stat` of `values` as a table cell ("-" where there are no values)."""
     if values is None:
         return "-"
-    if stat is None:
-        return f"{values.mean():,.1f} ± {values.std():,.1f}"
-    return str(stat(values)) if values.dtype.kind == "i" else _number(float(stat(values)))
+    if values.dtype.kind == "i" and stat in (np.min, np.max):
+        return str(stat(values))
+    return _number(float(stat(values)))

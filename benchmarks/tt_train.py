@@ -1,15 +1,22 @@
-"""Training tokens/s on CPU: seqrl's TrajectoryTransformerModel vs transformers 4.30's, same steps (target: >= 1.3x).
+"""Training tokens/s on CPU: seqrl's TrajectoryTransformerModel vs transformers 4.30's, same steps (target: >= 1.3x at fp32).
 
 Hopper-sized model (observation 11, action 3, transition 16, block 159, 100 bins; 4 layers, 4 heads,
-width 128), batch 64. Both models start from the same weights and take the same batches through the
-same training step (weighted loss, backward, grad-norm clip 1.0, AdamW as `seqrl train tt` builds it).
-Their eval-mode losses on one batch are checked equal first. Timed steps are interleaved in rounds so
-that load from other processes hits both alike; the table shows medians of wall time and of process
-CPU time (the steadier figure on a shared machine; with one thread it is the work done).
-Run: python benchmarks/tt_train.py [--threads N] [--dropout 0.1]
+width 128), batch 64, dropout 0.1 on embeddings, residuals and attention weights. Every model starts
+from the same weights and takes the same batch through the same training step (weighted loss,
+backward, grad-norm clip 1.0, AdamW as `seqrl train tt` builds it). The fp32 models' eval-mode losses
+are checked equal first. Rows:
+  fp32       both models in fp32: the target row.
+  bf16       under torch.autocast(cpu, bfloat16), as `seqrl train tt --precision bf16` runs; seqrl's
+             row is compared with transformers in fp32 and with transformers under the same autocast.
+Timed steps are interleaved in rounds so that load from other processes hits every model alike; the
+table shows medians of wall time and of process CPU time (the steadier figure on a shared machine:
+with one thread it is the work done), and the load average around the run.
+Run: python benchmarks/tt_train.py [--threads 1] [--rounds 6] [--fp32-only]
 """
 
 import argparse
+import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +29,7 @@ from seqrl import TrajectoryTransformerConfig, TrajectoryTransformerModel
 from seqrl.planners.training import adamw
 
 OBSERVATION_DIM, ACTION_DIM, N_BINS, TRANSITIONS = 11, 3, 100, 10
+SEQRL, TRANSFORMERS = "seqrl", "transformers 4.30"
 
 
 def hf_model(config: TrajectoryTransformerConfig, state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -35,14 +43,16 @@ def hf_model(config: TrajectoryTransformerConfig, state: dict[str, torch.Tensor]
     return model
 
 
-def training_step(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> Callable[[], float]:
-    """A closure running one full training step of `model` on `batch`; returns the loss."""
+def training_step(model: torch.nn.Module, batch: tuple[torch.Tensor, ...], precision: str) -> Callable[[], float]:
+    """A closure running one full training step of `model` on `batch` in `precision`; returns the loss."""
     optimizer = adamw(model, 6e-4, 0.1, (0.9, 0.95))
     x, y, mask = batch
 
     def step() -> float:
         model.train()
-        loss = model(x, targets=y, attention_mask=mask, return_dict=True).loss
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        with autocast:
+            loss = model(x, targets=y, attention_mask=mask, return_dict=True).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -53,12 +63,13 @@ def training_step(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> Ca
 
 
 def main() -> None:
-    """Check parity, time both models' training steps in interleaved rounds, print the table."""
+    """Check parity, time every model's training steps in interleaved rounds, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--dropout", type=float, default=0.1, help="embd/resid/attn dropout (the recipe's 0.1)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per model per round")
+    parser.add_argument("--fp32-only", action="store_true", help="leave out the bf16 autocast rows")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per model per round")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--profile", action="store_true", help="also print each model's top operators for one step")
     args = parser.parse_args()
@@ -77,47 +88,69 @@ def main() -> None:
         attn_pdrop=args.dropout,
     )
     torch.manual_seed(0)
-    ours = TrajectoryTransformerModel(config)
-    theirs = hf_model(config, ours.state_dict())
+    state = TrajectoryTransformerModel(config).state_dict()
     # windows as `seqrl train tt` makes them: tokens in [0, N_BINS] (N_BINS = stop), inputs and shifted targets
     tokens = torch.randint(0, N_BINS + 1, (args.batch_size, config.block_size + 1))
     batch = (tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(), torch.ones(args.batch_size, config.block_size))
 
+    rows = [(SEQRL, "fp32"), (TRANSFORMERS, "fp32")] + ([] if args.fp32_only else [(SEQRL, "bf16"), (TRANSFORMERS, "bf16")])
+    models = {}
+    for name, precision in rows:
+        model = TrajectoryTransformerModel(config) if name == SEQRL else hf_model(config, state)
+        model.load_state_dict(state, strict=name == SEQRL)
+        models[name, precision] = model
     with torch.no_grad():
-        losses = [m.eval()(batch[0], targets=batch[1], attention_mask=batch[2], return_dict=True).loss for m in (ours, theirs)]
+        losses = [models[name, "fp32"].eval()(batch[0], targets=batch[1], attention_mask=batch[2], return_dict=True).loss for name in (SEQRL, TRANSFORMERS)]
     assert torch.allclose(*losses, atol=1e-5), f"models disagree before timing: {losses}"
 
-    models = {"seqrl": training_step(ours, batch), "transformers 4.30": training_step(theirs, batch)}
-    wall: dict[str, list[float]] = {name: [] for name in models}
-    cpu: dict[str, list[float]] = {name: [] for name in models}
-    for step in models.values():  # warm-up: allocator, thread pools, optimizer state
+    steps = {key: training_step(model, batch, key[1]) for key, model in models.items()}
+    wall: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
+    cpu: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
+    for step in steps.values():  # warm-up: allocator, thread pools, optimizer state
         step()
+    load_before = os.getloadavg()[0]
     for _ in range(args.rounds):
-        for name, step in models.items():
+        for key, step in steps.items():
             for _ in range(args.steps):
                 start, start_cpu = time.perf_counter(), time.process_time()
                 step()
-                wall[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
+                wall[key].append(time.perf_counter() - start)
+                cpu[key].append(time.process_time() - start_cpu)
+    load_after = os.getloadavg()[0]
+
+    def medians(key: tuple[str, str]) -> tuple[float, float]:
+        return statistics.median(wall[key]), statistics.median(cpu[key])
+
+    def speedup(key: tuple[str, str], reference: tuple[str, str]) -> str:
+        (wall_time, cpu_time), (reference_wall, reference_cpu) = medians(key), medians(reference)
+        return f"{reference_wall / wall_time:.2f}x / {reference_cpu / cpu_time:.2f}x"
 
     tokens_per_step = batch[0].numel()
-    reference, reference_cpu = statistics.median(wall["transformers 4.30"]), statistics.median(cpu["transformers 4.30"])
-    table = Table(title=f"TT training step on CPU ({torch.get_num_threads()} threads): batch {args.batch_size} x "
-                  f"{config.block_size} tokens, dropout {args.dropout}, {len(wall['seqrl'])} steps each")
-    for column in ("model", "ms/step", "min ms/step", "CPU ms/step", "tokens/s", "speedup", "speedup (CPU time)"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for name in models:
-        median, median_cpu = statistics.median(wall[name]), statistics.median(cpu[name])
+    table = Table(
+        title=f"TT training step on CPU ({torch.get_num_threads()} threads): batch {args.batch_size} x {config.block_size} "
+        f"tokens, dropout {args.dropout}; medians of {args.rounds * args.steps} steps each; "
+        f"load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs"
+    )
+    columns = ("model", "precision", "ms/step", "CPU ms/step", "tokens/s", "vs transformers fp32 (wall / CPU)", "vs transformers same precision (wall / CPU)")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("model", "precision") else "right")
+    for name, precision in steps:
+        wall_time, cpu_time = medians((name, precision))
         table.add_row(
-            name, f"{1e3 * median:.0f}", f"{1e3 * min(wall[name]):.0f}", f"{1e3 * median_cpu:.0f}",
-            f"{tokens_per_step / median:,.0f}", f"{reference / median:.2f}x", f"{reference_cpu / median_cpu:.2f}x",
+            name,
+            "fp32" if precision == "fp32" else "bf16 autocast",
+            f"{1e3 * wall_time:.0f}",
+            f"{1e3 * cpu_time:.0f}",
+            f"{tokens_per_step / wall_time:,.0f}",
+            speedup((name, precision), (TRANSFORMERS, "fp32")),
+            speedup((name, precision), (TRANSFORMERS, precision)),
         )
-    Console(width=120).print(table)
+    Console(width=160).print(table)
     if args.profile:
-        for name, step in models.items():
+        for (name, precision), step in steps.items():
             with torch.profiler.profile() as profiler:
                 step()
-            Console().print(f"[bold]{name}[/]: one step, top operators by own CPU time")
+            Console().print(f"[bold]{name} {precision}[/]: one step, top operators by own CPU time")
             print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 

@@ -23,6 +23,18 @@ METRICS_FILE = "metrics.jsonl"
 Batch = Sequence[torch.Tensor]
 
 
+def training_results(summary: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The seqrl.json entries that a training run's latest metrics record gives."""
+    return {
+        "final_loss": summary.get("train_loss"),
+        "held_out_loss": summary.get("held_out_loss"),
+        "steps": summary.get("step"),
+        "tokens": summary.get("tokens"),
+        "train_time_s": summary.get("elapsed"),
+        "device": str(device),
+    }
+
+
 def resolve_device(name: str) -> torch.device:
     """The torch device for `--device`: 'auto' picks CUDA when available; an unusable device is a one-line error."""
     if name == "auto":

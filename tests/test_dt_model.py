@@ -9,16 +9,12 @@ from safetensors import safe_open
 from seqrl import DecisionTransformerConfig, DecisionTransformerModel, SeqrlError
 
 transformers = pytest.importorskip("transformers")
-pytestmark = pytest.mark.filterwarnings("ignore:.*autocast.*:FutureWarning")  # inside transformers 4.30
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*autocast.*:FutureWarning"),  # inside transformers 4.30
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and threads stall on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 VARIANTS = [
     {},

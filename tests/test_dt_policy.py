@@ -14,14 +14,7 @@ from seqrl.planners.checkpoint import write_json
 
 DIMS = {"HalfCheetah-v5": (17, 6), "Hopper-v5": (11, 3)}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and threads stall on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_checkpoint(directory, env_id="HalfCheetah-v5", statistics=True, policy=None, seed=0, **config):

@@ -2,11 +2,13 @@
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
 
 from seqrl import SeqrlError, TrajectoryTransformerConfig, TrajectoryTransformerModel
+from seqrl.planners.trajectory.cpu_training import QUERY_BLOCK, blocked_attention, dropout, keep_mask
 from seqrl.planners.trajectory.model import select_cache
 
 transformers = pytest.importorskip("transformers")
@@ -225,3 +227,80 @@ def test_bad_checkpoint_directories_give_one_line_errors(model, tmp_path):
         with pytest.raises(SeqrlError, match=message) as error:
             TrajectoryTransformerModel.from_pretrained(directory)
         assert "\n" not in str(error.value)
+
+
+def test_keep_masks_drop_a_fraction_p_independently_and_follow_the_seed():
+    torch.manual_seed(0)
+    mask = keep_mask((1000, 1000), 0.1, torch.device("cpu"))
+    assert mask.dtype == torch.uint8 and set(mask.unique().tolist()) == {0, 1}
+    dropped = 1 - mask.double()
+    assert abs(dropped.mean().item() - 0.1) < 5 * math.sqrt(0.1 * 0.9 / 1e6)
+    both = (dropped[:, 0::2] * dropped[:, 1::2]).mean().item()  # neighbours come from the same 64 random bits
+    assert abs(both - 0.01) < 5 * math.sqrt(0.01 * 0.99 / 5e5)
+    torch.manual_seed(0)
+    assert torch.equal(keep_mask((1000, 1000), 0.1, torch.device("cpu")), mask)
+
+
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest():
+    x = (torch.rand(400, 500, dtype=torch.float64) + 1).requires_grad_()
+    y = dropout(x, 0.25, training=True)
+    kept = y != 0
+    assert abs(kept.double().mean().item() - 0.75) < 5 * math.sqrt(0.25 * 0.75 / 2e5)
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.double() / 0.75)
+    assert dropout(x, 0.25, training=False) is x
+
+
+@pytest.mark.parametrize("length, cached", [(2 * QUERY_BLOCK + 7, 0), (QUERY_BLOCK + 5, 2 * TRANSITION + 3)])
+def test_blocked_attention_is_masked_softmax_attention_with_dropout(length, cached):
+    generator = torch.Generator().manual_seed(0)
+    total = cached + length
+    query = torch.randn(2, 3, length, 8, dtype=torch.float64, generator=generator, requires_grad=True)
+    key, value = (torch.randn(2, 3, total, 8, dtype=torch.float64, generator=generator, requires_grad=True) for _ in "kv")
+    grad = torch.randn(2, 3, length, 8, dtype=torch.float64, generator=generator)
+    positions, key_positions = torch.arange(cached, total), torch.arange(total)
+    allowed = (key_positions <= positions[:, None]) & (key_positions % TRANSITION != TRANSITION - 1)
+
+    torch.manual_seed(1)
+    attended = blocked_attention(query, key, value, allowed, 0.3)
+    grads = torch.autograd.grad(attended, (query, key, value), grad)
+    torch.manual_seed(1)  # the same keep-masks: one per block of queries, over the keys up to the block's last query
+    keep = torch.zeros(6, length, total, dtype=torch.uint8)
+    for first in range(0, length, QUERY_BLOCK):
+        last = min(first + QUERY_BLOCK, length)
+        keep[:, first:last, : cached + last] = keep_mask((6, last - first, cached + last), 0.3, torch.device("cpu"))
+    keep = keep.view(2, 3, length, total)
+    scores = (query @ key.transpose(-2, -1) / math.sqrt(8)).masked_fill(~allowed, float("-inf"))
+    expected = (scores.softmax(dim=-1) * keep / 0.7) @ value
+    torch.testing.assert_close(attended, expected)
+    for mine, reference in zip(grads, torch.autograd.grad(expected, (query, key, value), grad), strict=True):
+        torch.testing.assert_close(mine, reference)
+
+
+def test_training_gradients_match_transformers_without_dropout(hf_model):
+    # in training mode, with grads: fused key/query/value and oneDNN linears, against transformers' plain modules
+    no_dropout = dict(SMALL, action_weight=3, embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+    theirs = transformers.TrajectoryTransformerModel(transformers.TrajectoryTransformerConfig(**no_dropout))
+    theirs.load_state_dict(hf_model.state_dict())
+    ours = TrajectoryTransformerModel(TrajectoryTransformerConfig(**no_dropout))
+    ours.load_state_dict({key: value for key, value in hf_model.state_dict().items() if not key.endswith("attn.mask")})
+    trajectories, targets = tokens(4, 3 * TRANSITION - 1), tokens(4, 3 * TRANSITION - 1, seed=2)
+    mask = torch.ones(targets.shape)
+    ours.train()(trajectories, targets=targets, attention_mask=mask).loss.backward()
+    theirs.train()(trajectories, targets=targets, attention_mask=mask, return_dict=True).loss.backward()
+    their_grads = dict(theirs.named_parameters())
+    for name, parameter in ours.named_parameters():
+        torch.testing.assert_close(parameter.grad, their_grads[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_training_dropout_follows_the_seed(model):
+    trained = TrajectoryTransformerModel(model.config)
+    trained.load_state_dict(model.state_dict())
+    trajectories = tokens(2, SMALL["block_size"])
+    losses = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        losses.append(trained.train()(trajectories, targets=trajectories).loss)
+    assert losses[0] == losses[1] and losses[0] != losses[2]
+    assert losses[0] != trained.eval()(trajectories, targets=trajectories).loss

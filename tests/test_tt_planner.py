@@ -201,12 +201,20 @@ def test_cached_logits_equal_a_full_window_recomputation(checkpoint, monkeypatch
     assert seen["slides"] > 6 and seen["distinct_beams"] > 8
 
 
-def test_batched_envs_act_as_single_env_planners(checkpoint):
-    """K slots in one batched agent, one starting two steps late, act as K single-env planners."""
-    settings = dict(horizon=3, beam_width=4, max_context_transitions=3, **TOP_1)
+@pytest.mark.parametrize("settings", [TOP_1, {}], ids=["top-1", "sampled"])
+def test_batched_envs_act_as_single_env_planners(checkpoint, settings):
+    """K slots in one batched agent, one starting two steps late, act as K single-env planners.
+
+    Sampled, each slot must draw from its own generator as a lone planner would (float64 keeps rounding
+    differences between batch shapes off near-ties).
+    """
+    settings = dict(horizon=3, beam_width=4, max_context_transitions=3, **settings)
     envs = [hopper(seed) for seed in range(3)]
     batched = load_agent(checkpoint, envs[0], **settings)
     singles = [load_agent(checkpoint, env, **settings) for env in envs]
+    if "k_act" not in settings:
+        for agent in (batched, *singles):
+            agent.model.double()
     observations = np.stack([env.reset(seed=seed)[0] for seed, env in enumerate(envs)])
     active = []
     for step in range(8):
@@ -298,16 +306,26 @@ def test_plain_hf_directory_fits_its_bins_to_the_dataset(data_file, tmp_path):
     assert agent.act(env.reset(seed=0)[0]).shape == (ACT,)
 
 
+def test_bins_of_another_model_are_refused(tmp_path):
+    directory = tiny_checkpoint(tmp_path / "tiny")
+    Discretizer.fit(np.random.default_rng(0).normal(size=(100, 20)), 10).save(directory / DISCRETIZER_FILE)
+    with pytest.raises(SeqrlError, match="belongs to another checkpoint"):
+        load_agent(directory, hopper())
+
+
 def test_rollout_flags_reach_the_planner(checkpoint, seqrl, tmp_path):
     log = tmp_path / "runs.jsonl"
     done = seqrl(
-        "rollout", "--checkpoint", checkpoint, "--env", "Hopper-v5", "--episodes", "1", "--max-steps", "3", "--quiet", "--threads", "1",
+        "rollout", "--checkpoint", checkpoint, "--env", "Hopper-v5", "--episodes", "2", "--num-envs", "2", "--max-steps", "3",
+        "--quiet", "--threads", "1",
         "--log", log, "--horizon", "2", "--beam-width", "3", "--n-expand", "1", "--k-obs", "2", "--k-act", "none",
         "--cdf-obs", "0.5", "--cdf-act", "none", "--percentile", "0.9", "--max-context-transitions", "2",
         "--plan-freq", "2", "--discount", "0.9", "--no-kv-cache",
     )
     assert done.returncode == 0, done.stderr
-    config = json.loads(log.read_text().splitlines()[0])["config"]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(record["episode"] for record in records) == [0, 1] and all(record["length"] == 3 for record in records)
+    config = records[0]["config"]
     assert {key: config[key] for key in ("horizon", "beam_width", "n_expand", "k_obs", "k_act", "cdf_obs", "cdf_act")} == {
         "horizon": 2, "beam_width": 3, "n_expand": 1, "k_obs": 2, "k_act": None, "cdf_obs": 0.5, "cdf_act": None
     }

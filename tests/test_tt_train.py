@@ -180,6 +180,16 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(runs):
     assert resumed_held_out == [(30, held_out[30]), (40, held_out[40])]
 
 
+def test_bf16_autocast_training_follows_the_fp32_run(runs, seqrl, tmp_path):
+    done = seqrl("train", "tt", "--dataset", runs["dataset"], "--out", tmp_path / "bf16", *TINY_RUN, "--steps", 20, "--precision", "bf16")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "bf16" / "seqrl.json").read_text())["training"]["precision"] == "bf16"
+    fp32 = {r["step"]: r["train_loss"] for r in metrics(runs["A"])}
+    for record in metrics(tmp_path / "bf16"):  # same seed, batches and dropout masks: only the rounding differs
+        assert record["train_loss"] == pytest.approx(fp32[record["step"]], rel=0.01)
+        assert record["train_loss"] != fp32[record["step"]]
+
+
 def test_info_describes_a_training_checkpoint(runs, seqrl):
     done = seqrl("info", runs["A"])
     assert done.returncode == 0, done.stderr
@@ -227,6 +237,7 @@ def test_bad_directories_and_options_give_one_line_errors(runs, seqrl, tmp_path)
         (TrainArgs(**tiny, out=str(tmp_path / "empty"), steps=5, resume=True), "seqrl.json is missing"),
         (TrainArgs(**{**tiny, "n_bins": 20}, out=str(runs["A"]), steps=50, resume=True), "--n-bins 20 (was 10)"),
         (TrainArgs(**tiny, out=str(tmp_path / "new"), steps=5, epochs=1), "not both"),
+        (TrainArgs(**tiny, out=str(tmp_path / "new"), steps=5, precision="fp16"), "--precision must be fp32 or bf16"),
     ]:
         with pytest.raises(SeqrlError, match=re.escape(message)):
             train_tt(args)

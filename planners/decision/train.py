@@ -22,6 +22,7 @@ from seqrl.planners.training import (
     check_resumable,
     fresh_output_directory,
     resolve_device,
+    training_results,
     split_episodes,
     warmup_cosine,
 )
@@ -117,8 +118,7 @@ def train_dt(args: TrainArgs) -> dict[str, Any]:
 
     def write_files(directory: Path, summary: dict[str, Any]) -> None:
         model.save_pretrained(directory)
-        results = {"final_loss": summary.get("train_loss"), "held_out_loss": summary.get("held_out_loss")}
-        write_json(directory / META_FILE, {**meta, **results, "steps": summary.get("step"), "tokens": summary.get("tokens")})
+        write_json(directory / META_FILE, {**meta, **training_results(summary, device)})
 
     trainer = Trainer(
         model,

@@ -84,11 +84,9 @@ def beam_plan(
     observation_dim: int,
     action_dim: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best plan (slots, horizon, transition_dim) of tokens and its value (slots,) from each slot's prefix (slots, length).
-
-    `reward_and_value` maps the unfiltered probs (rows, 2, vocab_size + 1) of a reward and a value token
-    to their estimates (rows, 2). A plan's value is sum_t discount^t r_t + discount^H V_H.
-    """
+    """Best plan (slots, horizon, transition_dim) of tokens and its value (slots,) from each slot's prefix (slots, length)."""
+    # reward_and_value: unfiltered probs (rows, 2, vocab_size + 1) of a reward and a value token -> estimates (rows, 2);
+    # a candidate scores sum_t discount^t r_t + discount^(t+1) V_t after step t, as the original's `values`
     slots, beams, horizon = len(prefixes), settings.beam_width, settings.horizon
     device = prefixes.device
     transition_dim = observation_dim + action_dim + 2
@@ -114,9 +112,7 @@ def beam_plan(
         first_row = torch.arange(slots, device=device)[:, None] * settings.n_expand * beams
         regather((best + first_row).flatten())
         if t < horizon - 1:
-            sequences, _ = sample_tokens(
-                decoder, sequences, observation_dim, settings.k_obs, settings.cdf_obs, generators
-            )
+            sequences, _ = sample_tokens(decoder, sequences, observation_dim, settings.k_obs, settings.cdf_obs, generators)
     plans = sequences.view(slots, beams, -1, transition_dim)[:, :, -horizon:]  # (slots, beams, horizon, transition_dim)
-    top = values.argmax(-1)
-    return plans[torch.arange(slots, device=device), top], values[torch.arange(slots, device=device), top]
+    slot, top = torch.arange(slots, device=device), values.argmax(-1)
+    return plans[slot, top], values[slot, top]

@@ -64,20 +64,29 @@ class CachedDecoder:
             self.node_of_row = self.node_of_row[rows]
 
     def encode_window(self, window: torch.Tensor, start: int) -> torch.Tensor:
-        """Encode window (rows, n) from scratch, segment by segment so that rows share their common history."""
+        """Encode window (rows, n) from scratch, piece by piece so that rows share their common history."""
         self.cache = None
         self.node_of_row = torch.zeros(len(window), dtype=torch.long, device=window.device)
         self.start, self.length = start, start + window.shape[1]
-        for begin, end in self.segments(window.shape[1]):
+        begin = 0
+        for end in self.branch_points(window):
             logits = self.extend(window[:, begin:end])
+            begin = end
         return logits
 
-    def segments(self, size: int) -> list[tuple[int, int]]:
-        """Window pieces split where beams can branch: at each observation and each action (the window starts a transition)."""
+    def branch_points(self, window: torch.Tensor) -> list[int]:
+        """Ends of the pieces to encode: where an observation or action starts and the beams' histories split further."""
         config = self.model.config
-        cuts = [cut for cut in range(1, size) if cut % config.transition_dim in (0, config.observation_dim)]
-        bounds = [0, *cuts, size]
-        return list(zip(bounds[:-1], bounds[1:]))
+        size = window.shape[1]
+        cuts = [cut for cut in range(1, size) if cut % config.transition_dim in (0, config.observation_dim)] + [size]
+        history = torch.zeros(len(window), dtype=torch.long, device=window.device)  # (rows,) id of each distinct history
+        counts, begin = [], 0
+        for cut in cuts:
+            history = torch.unique(torch.cat((history[:, None], window[:, begin:cut]), dim=1), dim=0, return_inverse=True)[1]
+            counts.append(int(history.max()) + 1)
+            begin = cut
+        # a cut after which no further split happens only adds a model call
+        return [cut for cut, count, later in zip(cuts, counts, counts[1:] + [0]) if count != later]
 
     def extend(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append tokens (rows, n) to every row's history; logits (rows, vocab_size + 1) after the last one."""
@@ -85,7 +94,7 @@ class CachedDecoder:
         keys = torch.cat((self.node_of_row[:, None], tokens), dim=1)  # (rows, 1 + n)
         distinct, self.node_of_row = torch.unique(keys, dim=0, return_inverse=True)
         parents = distinct[:, 0]
-        past = self.cache
+        past, self.cache = self.cache, None  # hold one reference, so that the old rows are freed once gathered
         if past is not None and not self.is_identity(parents, len(past[0][0])):
             past = select_cache(past, parents)
         output = self.model(distinct[:, 1:], past_key_values=past, use_cache=True)

@@ -20,6 +20,7 @@ from torch import nn
 
 from seqrl import SeqrlError
 from seqrl.planners.checkpoint import PretrainedModel
+from seqrl.planners.trajectory.cpu_training import BitDropout, Linear, blocked_attention, linear
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 
 LayerCache = tuple[torch.Tensor, torch.Tensor]
@@ -61,9 +62,9 @@ class CausalSelfAttention(nn.Module):
         self.key = nn.Linear(config.n_embd, config.n_embd)
         self.query = nn.Linear(config.n_embd, config.n_embd)
         self.value = nn.Linear(config.n_embd, config.n_embd)
-        self.proj = nn.Linear(config.n_embd, config.n_embd)
-        self.attn_drop = nn.Dropout(config.attn_pdrop)
-        self.resid_drop = nn.Dropout(config.resid_pdrop)
+        self.proj = Linear(config.n_embd, config.n_embd)
+        self.attn_drop = BitDropout(config.attn_pdrop)
+        self.resid_drop = BitDropout(config.resid_pdrop)
         self.n_head = config.n_head
 
     def forward(
@@ -71,23 +72,25 @@ class CausalSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, LayerCache, torch.Tensor | None]:
         """Attend from x (batch, length, n_embd) to the cached and new keys; `allowed` is (length, total)."""
         batch, length, width = x.shape
-
-        def heads(projected: torch.Tensor) -> torch.Tensor:
-            # (batch, length, width) -> (batch, n_head, length, head_dim)
-            return projected.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2)
-
-        key, query, value = heads(self.key(x)), heads(self.query(x)), heads(self.value(x))
+        # key, query and value in one matmul: (batch, length, 3, n_head, head_dim) -> 3 x (batch, n_head, length, head_dim)
+        weight = torch.cat((self.key.weight, self.query.weight, self.value.weight))
+        bias = torch.cat((self.key.bias, self.query.bias, self.value.bias))
+        projected = linear(x, weight, bias).view(batch, length, 3, self.n_head, width // self.n_head)
+        key, query, value = projected.permute(2, 0, 3, 1, 4)
         if layer_past is not None:
             key = torch.cat((layer_past[0], key), dim=2)
             value = torch.cat((layer_past[1], value), dim=2)
+        p = self.attn_drop.p if self.training else 0.0
         if output_attentions:
             scores = query @ key.transpose(-2, -1) / math.sqrt(key.size(-1))  # (batch, n_head, length, total)
             weights = self.attn_drop(F.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1))
             attended = weights @ value
+        elif 0 < p < 1 and x.device.type == "cpu":  # SDPA's CPU kernels cannot drop out: its math path is slow
+            weights = None
+            attended = blocked_attention(query, key, value, allowed, p)
         else:
             weights = None
-            dropout = self.attn_drop.p if self.training else 0.0
-            attended = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, dropout_p=dropout)
+            attended = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, dropout_p=p)
         attended = attended.transpose(1, 2).reshape(batch, length, width)  # heads side by side again
         return self.resid_drop(self.proj(attended)), (key, value), weights
 
@@ -101,10 +104,10 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(config.n_embd)
         self.ln2 = nn.LayerNorm(config.n_embd)
         self.attn = CausalSelfAttention(config)
-        self.l1 = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.l1 = Linear(config.n_embd, 4 * config.n_embd)
         self.act = nn.GELU()
-        self.l2 = nn.Linear(4 * config.n_embd, config.n_embd)
-        self.drop = nn.Dropout(config.resid_pdrop)
+        self.l2 = Linear(4 * config.n_embd, config.n_embd)
+        self.drop = BitDropout(config.resid_pdrop)
 
     def forward(
         self, x: torch.Tensor, allowed: torch.Tensor, layer_past: LayerCache | None, output_attentions: bool
@@ -128,7 +131,7 @@ class TrajectoryTransformerModel(PretrainedModel):
         # one embedding row per (dimension, bin), plus the stop token at the end
         self.tok_emb = nn.Embedding(config.vocab_size * config.transition_dim + 1, config.n_embd)
         self.pos_emb = nn.Parameter(torch.zeros(1, config.block_size, config.n_embd))
-        self.drop = nn.Dropout(config.embd_pdrop)
+        self.drop = BitDropout(config.embd_pdrop)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = EinLinear(config.transition_dim, config.n_embd, config.vocab_size + 1)

@@ -174,12 +174,9 @@ def reward_value_estimator(bins: Discretizer, percentile: str | float) -> Callab
 def load_agent(
     directory: Path, env: gym.Env, dataset: str | None = None, device: str = "cpu", **options: Any
 ) -> TrajectoryPlanner:
-    """The planner of a seqrl or plain Hugging Face checkpoint directory, checked against `env`.
-
-    Settings come from the original's defaults, then the checkpoint's `seqrl.json` (its training
-    discount and its "planner" block), then `options` (None = not given; "none" disables a filter).
-    Without `discretizer.npz` the bins are fitted to `dataset` as training would.
-    """
+    """The planner of a seqrl or plain Hugging Face checkpoint directory (bins fitted to `dataset` if it has none), checked against `env`."""
+    # settings: the original's defaults < seqrl.json's training discount and "planner" block < options
+    # (None = not given; "none" disables a filter)
     directory = Path(directory)
     names = [field.name for field in dataclasses.fields(PlannerSettings)]
     unknown = sorted(name for name, value in options.items() if value is not None and name not in names)
@@ -203,8 +200,11 @@ def load_agent(
             f"{source} has thresholds of shape {tuple(discretizer.thresholds.shape)} but the model needs "
             f"({config.vocab_size + 1}, {config.transition_dim}); it belongs to another checkpoint"
         )
+    stored = meta.get("planner") or {}
+    if not isinstance(stored, dict):
+        raise SeqrlError(f"{directory / META_FILE} has a 'planner' entry that is not an object of settings; fix or remove it")
     given = {name: value for name, value in options.items() if value is not None}
-    settings = resolve_settings({"discount": meta.get("discount", 0.99), **meta.get("planner", {}), **given}, config.vocab_size)
+    settings = resolve_settings({"discount": meta.get("discount", 0.99), **stored, **given}, config.vocab_size)
     weights = directory / WEIGHTS_FILE if (directory / WEIGHTS_FILE).exists() else directory / LEGACY_WEIGHTS_FILE
     info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights), "discretizer": source}
     return TrajectoryPlanner(model.to(resolve_device(device)), discretizer, settings, info)

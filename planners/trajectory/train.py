@@ -1,6 +1,7 @@
 """`seqrl train tt`: fit a Trajectory Transformer to an offline dataset with the original recipe."""
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from seqrl.planners.training import (
     check_resumable,
     fresh_output_directory,
     resolve_device,
+    training_results,
     split_episodes,
     warmup_cosine,
 )
@@ -31,7 +33,7 @@ from seqrl.planners.training import (
 HELD_OUT_WINDOWS = 4096  # held-out windows scored at every evaluation
 REFERENCE_SAMPLES = 50 * 1_000_000  # the original trains for 50 epochs of a 1M-step dataset, whatever its size
 # Options that may change when resuming: the run's length and where or how it runs; everything else must match.
-RESUMABLE = {"out", "steps", "epochs", "device", "threads", "eval_every", "save_every", "resume", "quiet"}
+RESUMABLE = {"out", "steps", "epochs", "device", "precision", "threads", "eval_every", "save_every", "resume", "quiet"}
 
 
 @dataclass
@@ -69,6 +71,7 @@ class TrainArgs:
     holdout: float = 0.05
     seed: int = 42
     device: str = "auto"
+    precision: str = "fp32"  # bf16: forward passes under torch.autocast(bfloat16); weights and AdamW stay fp32
     eval_every: int = 500
     save_every: int = 1000
     threads: int | None = None
@@ -114,15 +117,14 @@ def train_tt(args: TrainArgs) -> dict[str, Any]:
     def write_files(directory: Path, summary: dict[str, Any]) -> None:
         model.save_pretrained(directory)
         discretizer.save(directory / DISCRETIZER_FILE)
-        results = {"final_loss": summary.get("train_loss"), "held_out_loss": summary.get("held_out_loss")}
-        write_json(directory / META_FILE, {**meta, **results, "steps": summary.get("step"), "tokens": summary.get("tokens")})
+        write_json(directory / META_FILE, {**meta, **training_results(summary, device)})
 
     trainer = Trainer(
         model,
         optimizer,
         scheduler,
         out,
-        loss_of=window_loss,
+        loss_of=functools.partial(window_loss, precision=args.precision),
         tokens_in=lambda batch: batch[0].numel(),
         write_files=write_files,
         grad_clip=args.grad_clip,
@@ -192,10 +194,11 @@ def checkpoint_meta(args: TrainArgs, dataset: OfflineDataset, discretizer: Discr
     }
 
 
-def window_loss(model: TrajectoryTransformerModel, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The model's weighted cross-entropy on a batch (x, y, mask) of token windows."""
+def window_loss(model: TrajectoryTransformerModel, batch: tuple[torch.Tensor, ...], precision: str = "fp32") -> torch.Tensor:
+    """The model's weighted cross-entropy on a batch (x, y, mask) of token windows, in fp32 or under bf16 autocast."""
     x, y, mask = batch
-    return model(x, targets=y, attention_mask=mask, use_cache=False).loss
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return model(x, targets=y, attention_mask=mask, use_cache=False).loss
 
 
 def held_out_batches(
@@ -224,6 +227,8 @@ def check_args(args: TrainArgs) -> None:
     for name in positive:
         if getattr(args, name) < 1:
             raise SeqrlError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.precision not in ("fp32", "bf16"):
+        raise SeqrlError(f"--precision must be fp32 or bf16, got {args.precision!r}")
     if args.n_bins < 2:
         raise SeqrlError(f"--n-bins must be at least 2, got {args.n_bins}")
     if args.n_embd % args.n_head:

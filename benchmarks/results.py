@@ -1,0 +1,144 @@
+"""Train and evaluate seqrl's agents on the shared offline datasets; print README's results table.
+
+    python benchmarks/results.py                          # every run: train (or resume), then evaluate
+    python benchmarks/results.py --only dt-hopper-medium  # one run
+    python benchmarks/results.py --bundle                 # also copy the checkpoints into the package
+
+Each run trains with `seqrl train`, resuming an unfinished checkpoint, then evaluates with
+`seqrl rollout --log ... --resume` on fixed seeds, so an interrupted call picks up where it stopped.
+The table's numbers come from those logs and the checkpoints' seqrl.json, nothing else.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE_FILES = ("config.json", "model.safetensors", "discretizer.npz", "seqrl.json")
+
+
+@dataclass
+class Run:
+    """One trained agent: how it is trained and how it is evaluated."""
+
+    method: str  # "dt" or "tt"
+    dataset: str
+    env_id: str
+    train: list[str]  # extra `seqrl train` options
+    rollout: list[str]  # extra `seqrl rollout` options (planner settings)
+
+    def target_steps(self) -> int:
+        """The training steps the run asks for."""
+        return int(self.train[self.train.index("--steps") + 1])
+
+
+DT_TRAIN = ["--steps", "12000", "--warmup-steps", "1000", "--eval-every", "500", "--save-every", "500", "--seed", "0"]
+TT_TRAIN = ["--steps", "6000", "--batch-size", "64", "--eval-every", "500", "--save-every", "500", "--seed", "0"]
+TT_PLAN = ["--beam-width", "32", "--horizon", "5", "--num-envs", "5"]  # the cheapest setting evaluated
+
+RUNS = {
+    "dt-hopper-medium": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", DT_TRAIN, ["--num-envs", "10"]),
+    "dt-halfcheetah-medium": Run("dt", "zoo/halfcheetah/medium-v0", "HalfCheetah-v5", DT_TRAIN, ["--num-envs", "10"]),
+    "tt-hopper-medium": Run("tt", "zoo/hopper/medium-v0", "Hopper-v5", TT_TRAIN, TT_PLAN),
+    "tt-halfcheetah-medium": Run("tt", "zoo/halfcheetah/medium-v0", "HalfCheetah-v5", TT_TRAIN, TT_PLAN),
+}
+
+
+def seqrl(*args: str) -> None:
+    """Run the installed `seqrl` command, echoing it; stop on failure."""
+    print("$ seqrl " + " ".join(args), flush=True)
+    subprocess.run(["seqrl", *args], check=True)
+
+
+def read_meta(checkpoint: Path) -> dict:
+    """The checkpoint's seqrl.json, or {} before training wrote one."""
+    path = checkpoint / "seqrl.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def train(run: Run, checkpoint: Path, threads: int) -> None:
+    """Train the run's checkpoint, resuming it if an earlier call stopped short."""
+    if read_meta(checkpoint).get("steps", 0) >= run.target_steps():
+        return
+    resume = ["--resume"] if (checkpoint / "training_state.pt").exists() else []
+    seqrl("train", run.method, "--dataset", run.dataset, "--out", str(checkpoint), "--threads", str(threads),
+          "--quiet", *run.train, *resume)
+
+
+def evaluate(run: Run, checkpoint: Path, log: Path, episodes: int, threads: int) -> list[dict]:
+    """Evaluate on seeds 0..episodes-1 (resuming the log) and return its episode records."""
+    seqrl("rollout", "--checkpoint", str(checkpoint), "--env", run.env_id, "--episodes", str(episodes), "--seed", "0",
+          "--threads", str(threads), "--log", str(log), "--resume", "--quiet", *run.rollout)
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return sorted((r for r in records if r["episode"] < episodes), key=lambda r: r["episode"])
+
+
+def behaviour_score(dataset: str) -> float:
+    """Mean normalized score of the dataset's episodes (its behaviour policy)."""
+    from seqrl.envs.datasets import load_dataset
+
+    return load_dataset(dataset).stats()["normalized_score_mean"]
+
+
+def table_row(name: str, run: Run, checkpoint: Path, records: list[dict]) -> str:
+    """One markdown row: method, dataset, score, behaviour score, episodes, training."""
+    scores = [r["normalized_score"] for r in records]
+    meta = read_meta(checkpoint)
+    hours = meta.get("train_time_s", 0.0) / 3600
+    score = f"{statistics.mean(scores):.1f} ± {statistics.pstdev(scores):.1f}"
+    return (f"| {run.method.upper()} | `{run.dataset}` | {score} | {behaviour_score(run.dataset):.1f} | {len(records)} "
+            f"| {meta.get('steps')} steps, {hours:.2f} h | {meta.get('device', '?')} | `{name}` |")
+
+
+def bundle(run: Run, checkpoint: Path) -> None:
+    """Copy the checkpoint's inference files into the package as the env's bundled agent."""
+    from seqrl.envs.scores import env_family
+
+    target = REPO / "agents" / "checkpoints" / f"{env_family(run.env_id)}-{run.method}"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for name in BUNDLE_FILES:
+        if (checkpoint / name).exists():
+            shutil.copy2(checkpoint / name, target / name)
+    print(f"bundled {checkpoint} as {target.relative_to(REPO)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=sorted(RUNS), help="runs to do (default: all)")
+    parser.add_argument("--runs-dir", type=Path, default=REPO / "runs", help="where checkpoints and logs go")
+    parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per run (seeds 0..N-1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")
+    parser.add_argument("--datasets", type=Path, default=REPO.parent / "shared" / "datasets", help="Minari datasets root")
+    parser.add_argument("--no-train", action="store_true", help="evaluate existing checkpoints only")
+    parser.add_argument("--bundle", action="store_true", help="copy the checkpoints into agents/checkpoints/")
+    args = parser.parse_args()
+    os.environ["MINARI_DATASETS_PATH"] = str(args.datasets)
+
+    rows = []
+    for name in args.only or RUNS:
+        run, checkpoint = RUNS[name], args.runs_dir / name
+        if not args.no_train:
+            train(run, checkpoint, args.threads)
+        if not checkpoint.is_dir():
+            print(f"skipping {name}: no checkpoint at {checkpoint}", file=sys.stderr)
+            continue
+        records = evaluate(run, checkpoint, args.runs_dir / f"{name}.eval.jsonl", args.episodes, args.threads)
+        rows.append(table_row(name, run, checkpoint, records))
+        if args.bundle:
+            bundle(run, checkpoint)
+
+    print("\n| method | dataset | normalized score (mean ± std) | behaviour policy | episodes | training | device | run |")
+    print("| --- | --- | ---: | ---: | ---: | --- | --- | --- |")
+    print("\n".join(rows))
+    print(f"\nevaluation: seeds 0..{args.episodes - 1}, full episodes (1000-step limit); TT planner: {' '.join(TT_PLAN)}")
+
+
+if __name__ == "__main__":
+    main()
