@@ -10,7 +10,9 @@ are checked equal first. Rows:
              row is compared with transformers in fp32 and with transformers under the same autocast.
 Timed steps are interleaved in rounds so that load from other processes hits every model alike; the
 table shows medians of wall time and of process CPU time (the steadier figure on a shared machine:
-with one thread it is the work done), and the load average around the run.
+with one thread it is the work done), and the load average around the run. When other processes keep
+the cores busy, use --threads 1 (or OMP_WAIT_POLICY=PASSIVE): OpenMP threads spin while they wait for a
+preempted sibling, which multiplies both models' times, the one with more (smaller) operators most.
 Run: python benchmarks/tt_train.py [--threads 1] [--rounds 6] [--fp32-only]
 """
 
@@ -95,12 +97,13 @@ def main() -> None:
 
     rows = [(SEQRL, "fp32"), (TRANSFORMERS, "fp32")] + ([] if args.fp32_only else [(SEQRL, "bf16"), (TRANSFORMERS, "bf16")])
     models = {}
-    for name, precision in rows:
-        model = TrajectoryTransformerModel(config) if name == SEQRL else hf_model(config, state)
-        model.load_state_dict(state, strict=name == SEQRL)
-        models[name, precision] = model
+    for name, precision in rows:  # every row's model starts from the same weights
+        models[name, precision] = hf_model(config, state) if name == TRANSFORMERS else TrajectoryTransformerModel(config)
+        if name == SEQRL:
+            models[name, precision].load_state_dict(state)
     with torch.no_grad():
-        losses = [models[name, "fp32"].eval()(batch[0], targets=batch[1], attention_mask=batch[2], return_dict=True).loss for name in (SEQRL, TRANSFORMERS)]
+        x, y, mask = batch
+        losses = [models[name, "fp32"].eval()(x, targets=y, attention_mask=mask, return_dict=True).loss for name in (SEQRL, TRANSFORMERS)]
     assert torch.allclose(*losses, atol=1e-5), f"models disagree before timing: {losses}"
 
     steps = {key: training_step(model, batch, key[1]) for key, model in models.items()}

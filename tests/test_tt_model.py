@@ -279,7 +279,7 @@ def test_blocked_attention_is_masked_softmax_attention_with_dropout(length, cach
 
 
 def test_training_gradients_match_transformers_without_dropout(hf_model):
-    # in training mode, with grads: fused key/query/value and oneDNN linears, against transformers' plain modules
+    # in training mode, with grads: the oneDNN linears and their backward, against transformers' plain modules
     no_dropout = dict(SMALL, action_weight=3, embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
     theirs = transformers.TrajectoryTransformerModel(transformers.TrajectoryTransformerConfig(**no_dropout))
     theirs.load_state_dict(hf_model.state_dict())

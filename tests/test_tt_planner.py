@@ -301,7 +301,8 @@ def test_plain_hf_directory_fits_its_bins_to_the_dataset(data_file, tmp_path):
     agent = load_agent(directory, env, dataset=str(data_file), horizon=1, beam_width=2)
     with h5py.File(data_file) as file:
         observations = file["observations"][()]
-    assert torch.equal(agent.discretizer.thresholds[[0, -1], :OBS], torch.as_tensor(np.stack([observations.min(0), observations.max(0)]).astype(np.float32), dtype=torch.float64))
+    extremes = np.stack([observations.min(0), observations.max(0)]).astype(np.float32)  # the dataset holds float32
+    assert torch.equal(agent.discretizer.thresholds[[0, -1], :OBS], torch.as_tensor(extremes, dtype=torch.float64))
     agent.reset(seed=0)
     assert agent.act(env.reset(seed=0)[0]).shape == (ACT,)
 

@@ -8,7 +8,8 @@ The same arithmetic as `nn.Dropout`, `scaled_dot_product_attention` and `nn.Line
   the queries in blocks, each multiplying (and drawing dropout for) only the keys up to its last
   query, about 5/8 of the matrix at 4 blocks, with a hand-written backward.
 - Linear layers in fp32: oneDNN's GEMM (through the private `torch.ops.mkldnn._linear_pointwise`,
-  which torch.compile uses) runs these shapes 10-25% faster than MKL's on the AMD EPYC measured here."""
+  which torch.compile uses) runs these shapes 10-25% faster than MKL's on the AMD EPYC measured here.
+"""
 
 import math
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from seqrl import SeqrlError
 from seqrl.planners.checkpoint import PretrainedModel
-from seqrl.planners.trajectory.cpu_training import BitDropout, Linear, blocked_attention, linear
+from seqrl.planners.trajectory.cpu_training import BitDropout, Linear, blocked_attention
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 
 LayerCache = tuple[torch.Tensor, torch.Tensor]
@@ -59,9 +59,9 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config: TrajectoryTransformerConfig) -> None:
         super().__init__()
-        self.key = nn.Linear(config.n_embd, config.n_embd)
-        self.query = nn.Linear(config.n_embd, config.n_embd)
-        self.value = nn.Linear(config.n_embd, config.n_embd)
+        self.key = Linear(config.n_embd, config.n_embd)
+        self.query = Linear(config.n_embd, config.n_embd)
+        self.value = Linear(config.n_embd, config.n_embd)
         self.proj = Linear(config.n_embd, config.n_embd)
         self.attn_drop = BitDropout(config.attn_pdrop)
         self.resid_drop = BitDropout(config.resid_pdrop)
@@ -72,11 +72,12 @@ class CausalSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, LayerCache, torch.Tensor | None]:
         """Attend from x (batch, length, n_embd) to the cached and new keys; `allowed` is (length, total)."""
         batch, length, width = x.shape
-        # key, query and value in one matmul: (batch, length, 3, n_head, head_dim) -> 3 x (batch, n_head, length, head_dim)
-        weight = torch.cat((self.key.weight, self.query.weight, self.value.weight))
-        bias = torch.cat((self.key.bias, self.query.bias, self.value.bias))
-        projected = linear(x, weight, bias).view(batch, length, 3, self.n_head, width // self.n_head)
-        key, query, value = projected.permute(2, 0, 3, 1, 4)
+
+        def heads(projected: torch.Tensor) -> torch.Tensor:
+            # (batch, length, width) -> (batch, n_head, length, head_dim)
+            return projected.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2)
+
+        key, query, value = heads(self.key(x)), heads(self.query(x)), heads(self.value(x))
         if layer_past is not None:
             key = torch.cat((layer_past[0], key), dim=2)
             value = torch.cat((layer_past[1], value), dim=2)

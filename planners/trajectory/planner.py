@@ -174,7 +174,7 @@ def reward_value_estimator(bins: Discretizer, percentile: str | float) -> Callab
 def load_agent(
     directory: Path, env: gym.Env, dataset: str | None = None, device: str = "cpu", **options: Any
 ) -> TrajectoryPlanner:
-    """The planner of a seqrl or plain Hugging Face checkpoint directory (bins fitted to `dataset` if it has none), checked against `env`."""
+    """The planner of a seqrl or plain HF checkpoint directory (no bins: fitted to `dataset`), checked against `env`."""
     # settings: the original's defaults < seqrl.json's training discount and "planner" block < options
     # (None = not given; "none" disables a filter)
     directory = Path(directory)
