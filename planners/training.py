@@ -1,5 +1,6 @@
 """Training pieces shared by the TT and DT trainers: AdamW groups, warmup + cosine, batches, metrics, checkpoints."""
 
+import dataclasses
 import json
 import math
 import pickle
@@ -16,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from seqrl import SeqrlError
+from seqrl.envs.datasets import OfflineDataset, load_dataset
 from seqrl.planners.checkpoint import META_FILE, PretrainedModel, atomic_directory, read_json
 
 TRAINING_STATE_FILE = "training_state.pt"
@@ -101,6 +103,21 @@ def split_episodes(count: int, fraction: float, seed: int) -> tuple[np.ndarray, 
     held = min(count - 1, math.ceil(fraction * count)) if fraction > 0 else 0
     order = np.random.default_rng([seed, count]).permutation(count)
     return np.sort(order[held:]), np.sort(order[:held])
+
+
+def start_run(args: Any, kind: str, resumable: set[str]) -> tuple[Path, torch.device, OfflineDataset]:
+    """Check a new or resumed run of `seqrl train <kind>`, set threads and seed; its out dir, device and dataset."""
+    out = Path(args.out)
+    if args.resume:
+        check_resumable(out, kind, dataclasses.asdict(args), resumable)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    dataset = load_dataset(args.dataset)
+    if not args.resume:
+        fresh_output_directory(out)
+    return out, device, dataset
 
 
 def fresh_output_directory(out: Path) -> None:

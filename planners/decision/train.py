@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from seqrl import SeqrlError, __version__
-from seqrl.envs.datasets import load_dataset
 from seqrl.planners.checkpoint import META_FILE, write_json
 from seqrl.planners.decision.config import DecisionTransformerConfig
 from seqrl.planners.decision.data import EpisodeSteps, Window, episode_steps, sample_windows
@@ -19,9 +18,7 @@ from seqrl.planners.decision.model import DecisionTransformerModel
 from seqrl.planners.decision.policy import paper_target_return
 from seqrl.planners.training import (
     Trainer,
-    check_resumable,
-    fresh_output_directory,
-    resolve_device,
+    start_run,
     training_results,
     split_episodes,
     warmup_cosine,
@@ -66,17 +63,7 @@ class TrainArgs:
 def train_dt(args: TrainArgs) -> dict[str, Any]:
     """Train (or resume) a Decision Transformer into `args.out`; the final metrics record."""
     check_args(args)
-    out = Path(args.out)
-    if args.resume:
-        check_resumable(out, "dt", dataclasses.asdict(args), RESUMABLE)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
-
-    dataset = load_dataset(args.dataset)
-    if not args.resume:
-        fresh_output_directory(out)
+    out, device, dataset = start_run(args, "dt", RESUMABLE)
     state_mean, state_std = dataset.observation_mean, dataset.observation_std
     train_ids, held_ids = split_episodes(len(dataset.episodes), args.holdout, args.seed)
 

@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 
 from seqrl import SeqrlError, __version__
-from seqrl.envs.datasets import OfflineDataset, load_dataset
+from seqrl.envs.datasets import OfflineDataset
 from seqrl.planners.checkpoint import META_FILE, write_json
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 from seqrl.planners.trajectory.data import TokenWindows, episode_transitions, token_windows
@@ -22,9 +22,7 @@ from seqrl.planners.training import (
     EpochSampler,
     Trainer,
     adamw,
-    check_resumable,
-    fresh_output_directory,
-    resolve_device,
+    start_run,
     training_results,
     split_episodes,
     warmup_cosine,
@@ -82,17 +80,7 @@ class TrainArgs:
 def train_tt(args: TrainArgs) -> dict[str, Any]:
     """Train (or resume) a Trajectory Transformer into `args.out`; the final metrics record."""
     check_args(args)
-    out = Path(args.out)
-    if args.resume:
-        check_resumable(out, "tt", dataclasses.asdict(args), RESUMABLE)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
-
-    dataset = load_dataset(args.dataset)
-    if not args.resume:
-        fresh_output_directory(out)
+    out, device, dataset = start_run(args, "tt", RESUMABLE)
     transitions = [episode_transitions(e, args.discount, args.termination_penalty) for e in dataset.episodes]
     if args.resume:
         discretizer = Discretizer.load(out / DISCRETIZER_FILE)
