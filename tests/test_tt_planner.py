@@ -25,6 +25,8 @@ OBS, ACT = 11, 3  # Hopper
 TRANSITION = OBS + ACT + 2
 TOP_1 = dict(k_obs=1, k_act=1)  # deterministic search: every choice is an argmax
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def hopper(seed: int = 0) -> gym.Env:
     """Real MuJoCo Hopper that keeps going when it falls, so that every rollout lasts as long as asked."""
@@ -49,15 +51,6 @@ def write_random_episodes(path: Path, steps: int, seed: int) -> None:
     with h5py.File(path, "w") as file:
         for key, values in columns.items():
             file[key] = np.array(values)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small models on a shared 2-core machine run far faster (and steadier) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
