@@ -90,10 +90,12 @@ def table_row(name: str, run: Run, checkpoint: Path, records: list[dict]) -> str
     """One markdown row: method, dataset, score, behaviour score, episodes, training."""
     scores = [r["normalized_score"] for r in records]
     meta = read_meta(checkpoint)
-    hours = meta.get("train_time_s", 0.0) / 3600
+    metrics = (checkpoint / "metrics.jsonl").read_text().splitlines()
+    hours = json.loads(metrics[-1])["elapsed"] / 3600  # the trainer's wall time over all resumed sessions
+    device = meta.get("device") or meta["training"]["device"]  # runs before seqrl.json kept the device: the option
     score = f"{statistics.mean(scores):.1f} ± {statistics.pstdev(scores):.1f}"
     return (f"| {run.method.upper()} | `{run.dataset}` | {score} | {behaviour_score(run.dataset):.1f} | {len(records)} "
-            f"| {meta.get('steps')} steps, {hours:.2f} h | {meta.get('device', '?')} | `{name}` |")
+            f"| {meta.get('steps')} steps, {hours:.2f} h | {device} | `{name}` |")
 
 
 def bundle(run: Run, checkpoint: Path) -> None:
