@@ -25,6 +25,26 @@ METRICS_FILE = "metrics.jsonl"
 Batch = Sequence[torch.Tensor]
 
 
+@dataclass(kw_only=True)
+class RunArgs:
+    """The options every `seqrl train` command shares: data, output, seeding, device and cadence."""
+
+    dataset: str
+    out: str
+    holdout: float = 0.05  # fraction of episodes held out for the held-out loss
+    seed: int = 42
+    device: str = "auto"
+    eval_every: int = 500
+    save_every: int = 1000
+    threads: int | None = None
+    resume: bool = False
+    quiet: bool = False
+
+
+# Options that may change when resuming: where and how a run runs; a method adds its own (its length).
+RESUMABLE = {"out", "device", "threads", "eval_every", "save_every", "resume", "quiet"}
+
+
 def training_results(summary: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """The seqrl.json entries that a training run's latest metrics record gives."""
     return {
@@ -105,7 +125,7 @@ def split_episodes(count: int, fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-def start_run(args: Any, kind: str, resumable: set[str]) -> tuple[Path, torch.device, OfflineDataset]:
+def start_run(args: RunArgs, kind: str, resumable: set[str]) -> tuple[Path, torch.device, OfflineDataset]:
     """Check a new or resumed run of `seqrl train <kind>`, set threads and seed; its out dir, device and dataset."""
     out = Path(args.out)
     if args.resume:

@@ -17,6 +17,8 @@ from seqrl.planners.decision.data import EpisodeSteps, Window, episode_steps, sa
 from seqrl.planners.decision.model import DecisionTransformerModel
 from seqrl.planners.decision.policy import paper_target_return
 from seqrl.planners.training import (
+    RESUMABLE as RUN_RESUMABLE,
+    RunArgs,
     Trainer,
     start_run,
     training_results,
@@ -26,15 +28,13 @@ from seqrl.planners.training import (
 
 HELD_OUT_WINDOWS = 1024  # held-out windows scored at every evaluation
 # Options that may change when resuming: the run's length and where or how it runs; everything else must match.
-RESUMABLE = {"out", "steps", "device", "threads", "eval_every", "save_every", "resume", "quiet"}
+RESUMABLE = RUN_RESUMABLE | {"steps"}
 
 
-@dataclass
-class TrainArgs:
+@dataclass(kw_only=True)
+class TrainArgs(RunArgs):
     """Every option of `seqrl train dt`, with the paper's gym recipe as defaults."""
 
-    dataset: str
-    out: str
     steps: int = 100_000  # the original: 10 iterations of 10k steps
     batch_size: int = 64
     lr: float = 1e-4
@@ -50,14 +50,6 @@ class TrainArgs:
     max_ep_len: int = 1000
     return_scale: float = 1000.0
     target_return: float | None = None  # default for rollouts: the paper's for the env family, else the best episode's
-    holdout: float = 0.05
-    seed: int = 42
-    device: str = "auto"
-    eval_every: int = 500
-    save_every: int = 1000
-    threads: int | None = None
-    resume: bool = False
-    quiet: bool = False
 
 
 def train_dt(args: TrainArgs) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from seqrl.planners.trajectory.data import TokenWindows, episode_transitions, to
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
 from seqrl.planners.trajectory.model import TrajectoryTransformerModel
 from seqrl.planners.training import (
+    RESUMABLE as RUN_RESUMABLE,
+    RunArgs,
     EpochSampler,
     Trainer,
     adamw,
@@ -31,15 +33,13 @@ from seqrl.planners.training import (
 HELD_OUT_WINDOWS = 4096  # held-out windows scored at every evaluation
 REFERENCE_SAMPLES = 50 * 1_000_000  # the original trains for 50 epochs of a 1M-step dataset, whatever its size
 # Options that may change when resuming: the run's length and where or how it runs; everything else must match.
-RESUMABLE = {"out", "steps", "epochs", "device", "precision", "threads", "eval_every", "save_every", "resume", "quiet"}
+RESUMABLE = RUN_RESUMABLE | {"steps", "epochs", "precision"}
 
 
-@dataclass
-class TrainArgs:
+@dataclass(kw_only=True)
+class TrainArgs(RunArgs):
     """Every option of `seqrl train tt`, with the original recipe as defaults."""
 
-    dataset: str
-    out: str
     steps: int | None = None  # default: the original's 50M windows (50 epochs of a 1M-step dataset)
     epochs: float | None = None
     batch_size: int = 256
@@ -66,15 +66,7 @@ class TrainArgs:
     discount: float = 0.99
     termination_penalty: float = -100.0
     max_path_length: int = 1000
-    holdout: float = 0.05
-    seed: int = 42
-    device: str = "auto"
     precision: str = "fp32"  # bf16: forward passes under torch.autocast(bfloat16); weights and AdamW stay fp32
-    eval_every: int = 500
-    save_every: int = 1000
-    threads: int | None = None
-    resume: bool = False
-    quiet: bool = False
 
 
 def train_tt(args: TrainArgs) -> dict[str, Any]:
