@@ -67,17 +67,23 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def weights_file(directory: Path) -> Path:
+    """The checkpoint's `model.safetensors`, else HF's older `pytorch_model.bin`, or a one-line error."""
+    for name in (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE):
+        if (Path(directory) / name).exists():
+            return Path(directory) / name
+    raise SeqrlError(f"{directory} has no {WEIGHTS_FILE} or {LEGACY_WEIGHTS_FILE}; pass a complete checkpoint directory")
+
+
 def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    """The tensors of `model.safetensors`, or of HF's older `pytorch_model.bin`."""
-    directory = Path(directory)
+    """The tensors of the checkpoint's weights file (`weights_file`)."""
+    path = weights_file(directory)
     try:
-        if (directory / WEIGHTS_FILE).exists():
-            return load_file(directory / WEIGHTS_FILE)
-        if (directory / LEGACY_WEIGHTS_FILE).exists():
-            return torch.load(directory / LEGACY_WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        if path.name == WEIGHTS_FILE:
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise SeqrlError(f"cannot read the weights in {directory} ({type(error).__name__}: {error})") from None
-    raise SeqrlError(f"{directory} has no {WEIGHTS_FILE} or {LEGACY_WEIGHTS_FILE}; pass a checkpoint directory")
 
 
 def save_state_dict(directory: Path, state_dict: dict[str, torch.Tensor]) -> None:

@@ -8,12 +8,11 @@ import torch
 from seqrl import SeqrlError
 from seqrl.planners.checkpoint import (
     CONFIG_FILE,
-    LEGACY_WEIGHTS_FILE,
     META_FILE,
-    WEIGHTS_FILE,
     file_digest,
     read_json,
     resolve_checkpoint,
+    weights_file,
 )
 
 MODEL_NAMES = {"trajectory_transformer": "Trajectory Transformer", "decision_transformer": "Decision Transformer"}
@@ -27,9 +26,7 @@ def describe_checkpoint(path_or_id: str | Path) -> list[tuple[str, str]]:
     if model_type not in MODEL_NAMES:
         known = " and ".join(MODEL_NAMES)
         raise SeqrlError(f"{directory / CONFIG_FILE} has model_type {model_type!r}; seqrl reads {known} checkpoints")
-    weights = next((directory / name for name in (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE) if (directory / name).exists()), None)
-    if weights is None:
-        raise SeqrlError(f"{directory} has no {WEIGHTS_FILE} or {LEGACY_WEIGHTS_FILE}; the checkpoint is incomplete")
+    weights = weights_file(directory)
     meta = read_json(directory / META_FILE) if (directory / META_FILE).exists() else {}
     if model_type == "trajectory_transformer":
         from seqrl import TrajectoryTransformerConfig as config_class, TrajectoryTransformerModel as model_class

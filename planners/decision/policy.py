@@ -10,7 +10,7 @@ import torch
 
 from seqrl import SeqrlError
 from seqrl.agents.base import Agent
-from seqrl.planners.checkpoint import LEGACY_WEIGHTS_FILE, META_FILE, WEIGHTS_FILE, file_digest, read_json
+from seqrl.planners.checkpoint import META_FILE, file_digest, read_json, weights_file
 from seqrl.planners.decision.model import DecisionTransformerModel
 from seqrl.planners.training import resolve_device
 
@@ -164,8 +164,7 @@ def load_agent(
     context_length = int(_first(context_length, defaults.get("context_length"), CONTEXT_LENGTH))
     if not 1 <= 3 * context_length <= config.n_positions:
         raise SeqrlError(f"context length {context_length} must be between 1 and n_positions/3 = {config.n_positions // 3}")
-    weights = directory / WEIGHTS_FILE if (directory / WEIGHTS_FILE).exists() else directory / LEGACY_WEIGHTS_FILE
-    info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights), "state_statistics": stats_source}
+    info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights_file(directory)), "state_statistics": stats_source}
     return DecisionTransformerPolicy(
         model.to(resolve_device(device)),
         state_mean,

@@ -20,7 +20,7 @@ import torch
 
 from seqrl import SeqrlError
 from seqrl.agents.base import Agent
-from seqrl.planners.checkpoint import LEGACY_WEIGHTS_FILE, META_FILE, WEIGHTS_FILE, file_digest, read_json
+from seqrl.planners.checkpoint import META_FILE, file_digest, read_json, weights_file
 from seqrl.planners.trajectory.beam import SearchSettings, beam_plan
 from seqrl.planners.trajectory.data import episode_transitions
 from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, window_start
@@ -148,9 +148,9 @@ class TrajectoryPlanner(Agent):
             prefix = torch.cat([*state.context, tokens])
             # drop the context the model's window would crop anyway, so that slots line up by length
             prefixes.append(prefix[window_start(len(prefix), self.max_tokens, self.transition_dim) :])
+        decoder_class = CachedDecoder if self.planner_settings.kv_cache else FullWindowDecoder
         for length in sorted({len(prefix) for prefix in prefixes}):
             group = [i for i, prefix in enumerate(prefixes) if len(prefix) == length]
-            decoder_class = CachedDecoder if self.planner_settings.kv_cache else FullWindowDecoder
             plans, values = beam_plan(
                 decoder_class(self.model, self.max_tokens),
                 torch.stack([prefixes[i] for i in group]),
@@ -205,8 +205,7 @@ def load_agent(
         raise SeqrlError(f"{directory / META_FILE} has a 'planner' entry that is not an object of settings; fix or remove it")
     given = {name: value for name, value in options.items() if value is not None}
     settings = resolve_settings({"discount": meta.get("discount", 0.99), **stored, **given}, config.vocab_size)
-    weights = directory / WEIGHTS_FILE if (directory / WEIGHTS_FILE).exists() else directory / LEGACY_WEIGHTS_FILE
-    info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights), "discretizer": source}
+    info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights_file(directory)), "discretizer": source}
     return TrajectoryPlanner(model.to(resolve_device(device)), discretizer, settings, info)
 
 
