@@ -172,10 +172,23 @@ def info(checkpoint: str = typer.Argument(..., help="Checkpoint directory (or Hu
     Console().print(table)
 
 
+# Options `seqrl train tt` and `seqrl train dt` share.
+TRAIN_DATASET = typer.Option(..., help="Dataset(s): Minari id or directory, D4RL .hdf5, DT .pkl; comma-separated to combine.")
+TRAIN_OUT = typer.Option(..., help="Checkpoint directory to create (or continue with --resume).")
+TRAIN_HOLDOUT = typer.Option(0.05, help="Fraction of episodes held out for the held-out loss (0 for none).")
+TRAIN_DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N.")
+TRAIN_EVAL_EVERY = typer.Option(500, help="Steps between metrics.jsonl records (train and held-out loss).")
+TRAIN_SAVE_EVERY = typer.Option(1000, help="Steps between checkpoints (always one at the end).")
+TRAIN_THREADS = typer.Option(None, help="CPU threads for torch (default: torch's choice).")
+TRAIN_RESUME = typer.Option(False, "--resume", help="Continue the run saved in --out (repeat its options; --steps may grow).")
+TRAIN_DATASETS_ROOT = typer.Option(None, help="Minari datasets root for dataset ids (sets MINARI_DATASETS_PATH).")
+TRAIN_QUIET = typer.Option(False, "--quiet", help="No progress output.")
+
+
 @train_app.command("tt")
 def train_tt(
-    dataset: str = typer.Option(..., help="Dataset(s): Minari id or directory, D4RL .hdf5, DT .pkl; comma-separated to combine."),
-    out: Path = typer.Option(..., help="Checkpoint directory to create (or continue with --resume)."),
+    dataset: str = TRAIN_DATASET,
+    out: Path = TRAIN_OUT,
     steps: int | None = typer.Option(None, help="Updates to run (default: the original's budget of 50M windows, 50 epochs of a 1M-step dataset)."),
     epochs: float | None = typer.Option(None, help="Passes over the training windows, instead of --steps."),
     batch_size: int = typer.Option(256, help="Windows per update."),
@@ -202,16 +215,16 @@ def train_tt(
     discount: float = typer.Option(0.99, help="Discount of the value-to-go targets."),
     termination_penalty: float = typer.Option(-100.0, help="Reward that replaces the reward of a terminal step."),
     max_path_length: int = typer.Option(1000, help="Steps of an episode that count in the loss."),
-    holdout: float = typer.Option(0.05, help="Fraction of episodes held out for the held-out loss (0 for none)."),
+    holdout: float = TRAIN_HOLDOUT,
     seed: int = typer.Option(42, help="Seed of initialization, data order, dropout and the held-out split."),
-    device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    device: str = TRAIN_DEVICE,
     precision: str = typer.Option("fp32", help="fp32, or bf16: forward passes under bfloat16 autocast (weights stay fp32)."),
-    eval_every: int = typer.Option(500, help="Steps between metrics.jsonl records (train and held-out loss)."),
-    save_every: int = typer.Option(1000, help="Steps between checkpoints (always one at the end)."),
-    threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out (repeat its options; --steps may grow)."),
-    datasets_root: Path | None = typer.Option(None, help="Minari datasets root for dataset ids (sets MINARI_DATASETS_PATH)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    eval_every: int = TRAIN_EVAL_EVERY,
+    save_every: int = TRAIN_SAVE_EVERY,
+    threads: int | None = TRAIN_THREADS,
+    resume: bool = TRAIN_RESUME,
+    datasets_root: Path | None = TRAIN_DATASETS_ROOT,
+    quiet: bool = TRAIN_QUIET,
 ) -> None:
     """Train a Trajectory Transformer on an offline dataset (the original recipe by default).
 
@@ -224,8 +237,8 @@ def train_tt(
 
 @train_app.command("dt")
 def train_dt(
-    dataset: str = typer.Option(..., help="Dataset(s): Minari id or directory, D4RL .hdf5, DT .pkl; comma-separated to combine."),
-    out: Path = typer.Option(..., help="Checkpoint directory to create (or continue with --resume)."),
+    dataset: str = TRAIN_DATASET,
+    out: Path = TRAIN_OUT,
     steps: int = typer.Option(100_000, help="Updates to run (the paper: 10 iterations of 10k)."),
     batch_size: int = typer.Option(64, help="Windows per update."),
     lr: float = typer.Option(1e-4, help="AdamW learning rate after warmup."),
@@ -241,15 +254,15 @@ def train_dt(
     max_ep_len: int = typer.Option(1000, help="Timestep embeddings; later steps share the last one."),
     return_scale: float = typer.Option(1000.0, help="Returns-to-go are divided by this."),
     target_return: float | None = typer.Option(None, help="Default target return of rollouts [default: the paper's for the env, else the best episode's]."),
-    holdout: float = typer.Option(0.05, help="Fraction of episodes held out for the held-out loss (0 for none)."),
+    holdout: float = TRAIN_HOLDOUT,
     seed: int = typer.Option(42, help="Seed of initialization, window sampling, dropout and the held-out split."),
-    device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N."),
-    eval_every: int = typer.Option(500, help="Steps between metrics.jsonl records (train and held-out loss)."),
-    save_every: int = typer.Option(1000, help="Steps between checkpoints (always one at the end)."),
-    threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out (repeat its options; --steps may grow)."),
-    datasets_root: Path | None = typer.Option(None, help="Minari datasets root for dataset ids (sets MINARI_DATASETS_PATH)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    device: str = TRAIN_DEVICE,
+    eval_every: int = TRAIN_EVAL_EVERY,
+    save_every: int = TRAIN_SAVE_EVERY,
+    threads: int | None = TRAIN_THREADS,
+    resume: bool = TRAIN_RESUME,
+    datasets_root: Path | None = TRAIN_DATASETS_ROOT,
+    quiet: bool = TRAIN_QUIET,
 ) -> None:
     """Train a Decision Transformer on an offline dataset (the paper's gym recipe by default).
 
