@@ -2,7 +2,7 @@
 
     python benchmarks/results.py                          # every run: train (or resume), then evaluate
     python benchmarks/results.py --only dt-hopper-medium  # one run
-    python benchmarks/results.py --bundle                 # also copy the checkpoints into the package
+    python benchmarks/results.py --bundle                 # also copy the bundled runs into the package
 
 Each run trains with `seqrl train`, resuming an unfinished checkpoint, then evaluates with
 `seqrl rollout --log ... --resume` on fixed seeds, so an interrupted call picks up where it stopped.
@@ -16,8 +16,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE_FILES = ("config.json", "model.safetensors", "discretizer.npz", "seqrl.json")
@@ -30,23 +31,37 @@ class Run:
     method: str  # "dt" or "tt"
     dataset: str
     env_id: str
-    train: list[str]  # extra `seqrl train` options
-    rollout: list[str]  # extra `seqrl rollout` options (planner settings)
+    steps: int  # training updates
+    train: list[str]  # further `seqrl train` options
+    planner: dict[str, Any] = field(default_factory=dict)  # TT planner settings: evaluated, and bundled as defaults
+    bundled: bool = False  # the env's shipped agent of this method (`--bundle` copies it into the package)
 
-    def target_steps(self) -> int:
-        """The training steps the run asks for."""
-        return int(self.train[self.train.index("--steps") + 1])
+    def rollout_options(self) -> list[str]:
+        """`seqrl rollout` options: ten envs at a time, and the planner settings."""
+        options = ["--num-envs", "10"]
+        for name, value in self.planner.items():
+            options += [f"--{name.replace('_', '-')}", str(value)]
+        return options
 
 
-DT_TRAIN = ["--steps", "12000", "--warmup-steps", "1000", "--eval-every", "500", "--save-every", "500", "--seed", "0"]
-TT_TRAIN = ["--steps", "6000", "--batch-size", "64", "--eval-every", "500", "--save-every", "500", "--seed", "0"]
-TT_PLAN = ["--beam-width", "32", "--horizon", "5", "--num-envs", "5"]  # the cheapest setting evaluated
+DT_TRAIN = ["--warmup-steps", "1000", "--eval-every", "500", "--save-every", "500", "--seed", "0"]
+TT_TRAIN = ["--batch-size", "64", "--warmup-epochs", "0.1", "--precision", "bf16", "--eval-every", "250",
+            "--save-every", "250", "--seed", "0"]  # plus --decay-epochs: the cosine ends with the run
+# the planner settings evaluated (the original plans with beam 128, horizon 15): the widest that this CPU could
+# evaluate in a session; HalfCheetah's longer transitions (25 tokens) and never-ending episodes got half the beam
+TT_PLAN_HOPPER = {"beam_width": 16, "horizon": 5}
+TT_PLAN_HALFCHEETAH = {"beam_width": 8, "horizon": 5}
 
 RUNS = {
-    "dt-hopper-medium": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", DT_TRAIN, ["--num-envs", "10"]),
-    "dt-halfcheetah-medium": Run("dt", "zoo/halfcheetah/medium-v0", "HalfCheetah-v5", DT_TRAIN, ["--num-envs", "10"]),
-    "tt-hopper-medium": Run("tt", "zoo/hopper/medium-v0", "Hopper-v5", TT_TRAIN, TT_PLAN),
-    "tt-halfcheetah-medium": Run("tt", "zoo/halfcheetah/medium-v0", "HalfCheetah-v5", TT_TRAIN, TT_PLAN),
+    "dt-hopper-medium": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", 12000, DT_TRAIN, bundled=True),
+    "dt-hopper-medium-expert": Run("dt", "zoo/hopper/medium-v0,zoo/hopper/expert-v0", "Hopper-v5", 8000, DT_TRAIN),
+    "dt-halfcheetah-medium": Run("dt", "zoo/halfcheetah/medium-v0", "HalfCheetah-v5", 4000, DT_TRAIN, bundled=True),
+    "tt-hopper-medium": Run(
+        "tt", "zoo/hopper/medium-v0", "Hopper-v5", 3545, [*TT_TRAIN, "--decay-epochs", "2.4"], TT_PLAN_HOPPER, bundled=True
+    ),
+    "tt-halfcheetah-medium": Run(
+        "tt", "zoo/halfcheetah/medium-v0", "HalfCheetah-v5", 1500, [*TT_TRAIN, "--decay-epochs", "1.0"], TT_PLAN_HALFCHEETAH
+    ),  # not bundled: after one epoch of training it scores near the random policy
 }
 
 
@@ -64,17 +79,17 @@ def read_meta(checkpoint: Path) -> dict:
 
 def train(run: Run, checkpoint: Path, threads: int) -> None:
     """Train the run's checkpoint, resuming it if an earlier call stopped short."""
-    if read_meta(checkpoint).get("steps", 0) >= run.target_steps():
+    if read_meta(checkpoint).get("steps", 0) >= run.steps:
         return
     resume = ["--resume"] if (checkpoint / "training_state.pt").exists() else []
-    seqrl("train", run.method, "--dataset", run.dataset, "--out", str(checkpoint), "--threads", str(threads),
-          "--quiet", *run.train, *resume)
+    seqrl("train", run.method, "--dataset", run.dataset, "--out", str(checkpoint), "--steps", str(run.steps),
+          "--threads", str(threads), "--quiet", *run.train, *resume)
 
 
 def evaluate(run: Run, checkpoint: Path, log: Path, episodes: int, threads: int) -> list[dict]:
     """Evaluate on seeds 0..episodes-1 (resuming the log) and return its episode records."""
     seqrl("rollout", "--checkpoint", str(checkpoint), "--env", run.env_id, "--episodes", str(episodes), "--seed", "0",
-          "--threads", str(threads), "--log", str(log), "--resume", "--quiet", *run.rollout)
+          "--threads", str(threads), "--log", str(log), "--resume", "--quiet", *run.rollout_options())
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     return sorted((r for r in records if r["episode"] < episodes), key=lambda r: r["episode"])
 
@@ -87,20 +102,24 @@ def behaviour_score(dataset: str) -> float:
 
 
 def table_row(name: str, run: Run, checkpoint: Path, records: list[dict]) -> str:
-    """One markdown row: method, dataset, score, behaviour score, episodes, training."""
+    """One markdown row: method, dataset, score, behaviour score, episodes, training, final losses, planner."""
     scores = [r["normalized_score"] for r in records]
     meta = read_meta(checkpoint)
     metrics = (checkpoint / "metrics.jsonl").read_text().splitlines()
     hours = json.loads(metrics[-1])["elapsed"] / 3600  # the trainer's wall time over all resumed sessions
     device = meta.get("device") or meta["training"]["device"]  # runs before seqrl.json kept the device: the option
     score = f"{statistics.mean(scores):.1f} ± {statistics.pstdev(scores):.1f}"
-    return (f"| {run.method.upper()} | `{run.dataset}` | {score} | {behaviour_score(run.dataset):.1f} | {len(records)} "
-            f"| {meta.get('steps')} steps, {hours:.2f} h | {device} | `{name}` |")
+    windows = [statistics.mean(scores[i : i + 5]) for i in range(len(scores) - 4)]  # 5 consecutive seeds
+    losses = f"{meta['final_loss']:.4f} / {meta['held_out_loss']:.4f}"
+    planner = ", ".join(f"{setting} {value}" for setting, value in run.planner.items()) or "-"
+    return (f"| {run.method.upper()} | `{run.dataset}` | {score} | {min(windows):.1f} | {behaviour_score(run.dataset):.1f} "
+            f"| {len(records)} | {meta.get('steps')} steps, {hours:.2f} h | {device} | {losses} | {planner} | `{name}` |")
 
 
 def bundle(run: Run, checkpoint: Path) -> None:
-    """Copy the checkpoint's inference files into the package as the env's bundled agent."""
+    """Copy the checkpoint's inference files into the package as the env's bundled agent, with its planner settings."""
     from seqrl.envs.scores import env_family
+    from seqrl.planners.checkpoint import write_json
 
     target = REPO / "agents" / "checkpoints" / f"{env_family(run.env_id)}-{run.method}"
     shutil.rmtree(target, ignore_errors=True)
@@ -108,6 +127,8 @@ def bundle(run: Run, checkpoint: Path) -> None:
     for name in BUNDLE_FILES:
         if (checkpoint / name).exists():
             shutil.copy2(checkpoint / name, target / name)
+    if run.planner:  # the bundled planner plans as it was evaluated
+        write_json(target / "seqrl.json", {**read_meta(target), "planner": run.planner})
     print(f"bundled {checkpoint} as {target.relative_to(REPO)}")
 
 
@@ -119,7 +140,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")
     parser.add_argument("--datasets", type=Path, default=REPO.parent / "shared" / "datasets", help="Minari datasets root")
     parser.add_argument("--no-train", action="store_true", help="evaluate existing checkpoints only")
-    parser.add_argument("--bundle", action="store_true", help="copy the checkpoints into agents/checkpoints/")
+    parser.add_argument("--bundle", action="store_true", help="copy the bundled runs' checkpoints into agents/checkpoints/")
     args = parser.parse_args()
     os.environ["MINARI_DATASETS_PATH"] = str(args.datasets)
 
@@ -133,13 +154,14 @@ def main() -> None:
             continue
         records = evaluate(run, checkpoint, args.runs_dir / f"{name}.eval.jsonl", args.episodes, args.threads)
         rows.append(table_row(name, run, checkpoint, records))
-        if args.bundle:
+        if args.bundle and run.bundled:
             bundle(run, checkpoint)
 
-    print("\n| method | dataset | normalized score (mean ± std) | behaviour policy | episodes | training | device | run |")
-    print("| --- | --- | ---: | ---: | ---: | --- | --- | --- |")
+    print("\n| method | dataset | normalized score (mean ± std) | worst 5-seed mean | behaviour policy | episodes "
+          "| training | device | final loss (train / held-out) | planner | run |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
-    print(f"\nevaluation: seeds 0..{args.episodes - 1}, full episodes (1000-step limit); TT planner: {' '.join(TT_PLAN)}")
+    print(f"\nevaluation: seeds 0..{args.episodes - 1}, full episodes (1000-step limit)")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,19 @@ BUNDLED = sorted(path.name for path in BUNDLED_ROOT.iterdir() if path.is_dir()) 
 ENV_OF = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5", "ant": "Ant-v5"}
 
 
-def test_the_package_bundles_a_hopper_agent():
-    assert bundled_methods("Hopper-v5"), "no trained Hopper agent inside the package"
-    assert bundled_checkpoint("Hopper-v5", "random") is None
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "HalfCheetah-v5"])
+def test_the_package_bundles_a_dt_default(env_id):
+    assert bundled_methods(env_id)[:1] == ["dt"], f"the package should ship a DT as the default for {env_id}"
+    assert bundled_checkpoint(env_id, "random") is None
+
+
+def test_the_package_bundles_a_hopper_tt():
+    assert "tt" in bundled_methods("Hopper-v5")
+
+
+def test_bundled_checkpoints_fit_the_size_budget():
+    size = sum(path.stat().st_size for path in BUNDLED_ROOT.rglob("*") if path.is_file())
+    assert size <= 20_000_000, f"bundled checkpoints take {size / 1e6:.1f} MB; the budget is 20 MB"
 
 
 @pytest.mark.parametrize("name", BUNDLED)

@@ -82,10 +82,11 @@ class CausalSelfAttention(nn.Module):
             key = torch.cat((layer_past[0], key), dim=2)
             value = torch.cat((layer_past[1], value), dim=2)
         p = self.attn_drop.p if self.training else 0.0
-        if output_attentions:
+        if output_attentions or (length == 1 and p == 0.0):  # one query (decoding): plain products beat SDPA on CPU
             scores = query @ key.transpose(-2, -1) / math.sqrt(key.size(-1))  # (batch, n_head, length, total)
             weights = self.attn_drop(F.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1))
             attended = weights @ value
+            weights = weights if output_attentions else None
         elif 0 < p < 1 and x.device.type == "cpu":  # SDPA's CPU kernels cannot drop out: its math path is slow
             weights = None
             attended = blocked_attention(query, key, value, allowed, p)
