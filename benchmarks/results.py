@@ -54,7 +54,11 @@ TT_PLAN_HALFCHEETAH = {"beam_width": 8, "horizon": 5}
 
 RUNS = {
     "dt-hopper-medium": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", 12000, DT_TRAIN, bundled=True),
+    "dt-hopper-medium-cosine": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", 12000, [*DT_TRAIN, "--decay-steps", "12000"]),
     "dt-hopper-medium-expert": Run("dt", "zoo/hopper/medium-v0,zoo/hopper/expert-v0", "Hopper-v5", 8000, DT_TRAIN),
+    "dt-hopper-medium-expert-cosine": Run(
+        "dt", "zoo/hopper/medium-v0,zoo/hopper/expert-v0", "Hopper-v5", 10000, [*DT_TRAIN, "--decay-steps", "10000"]
+    ),
     "dt-halfcheetah-medium": Run("dt", "zoo/halfcheetah/medium-v0", "HalfCheetah-v5", 4000, DT_TRAIN, bundled=True),
     "tt-hopper-medium": Run(
         "tt", "zoo/hopper/medium-v0", "Hopper-v5", 3545, [*TT_TRAIN, "--decay-epochs", "2.4"], TT_PLAN_HOPPER, bundled=True

@@ -98,3 +98,15 @@ def test_resume_with_changed_options_is_refused(dataset, tmp_path):
     assert len(changed.stderr.strip().splitlines()) == 1
     again = train(dataset, tmp_path / "run", 10)
     assert again.returncode == 1 and "--resume" in again.stderr
+
+
+def test_decay_steps_anneals_the_learning_rate_to_zero(dataset, tmp_path):
+    decayed = train(dataset, tmp_path / "decayed", 40, "--decay-steps", "40")
+    assert decayed.returncode == 0, decayed.stderr
+    rates = [m["lr"] for m in records(tmp_path / "decayed")]
+    assert all(later < earlier for earlier, later in zip(rates, rates[1:])) and rates[0] < 3e-3
+    assert rates[-1] == pytest.approx(0.0, abs=1e-9)
+    flat = train(dataset, tmp_path / "flat", 20)
+    assert [m["lr"] for m in records(tmp_path / "flat")] == pytest.approx([3e-3, 3e-3])
+    early = train(dataset, tmp_path / "early", 20, "--decay-steps", "2")
+    assert early.returncode == 1 and early.stderr.strip() == "error: --decay-steps 2 must come after --warmup-steps 2"

@@ -40,6 +40,7 @@ class TrainArgs(RunArgs):
     lr: float = 1e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 10_000
+    decay_steps: int | None = None  # None: flat after warmup (the original); N: cosine down to zero at update N
     grad_clip: float = 0.25
     context_length: int = 20
     hidden_size: int = 128
@@ -80,7 +81,11 @@ def train_dt(args: TrainArgs) -> dict[str, Any]:
     model = DecisionTransformerModel(config).to(device)
     # The original decays every parameter (plain AdamW), unlike GPT recipes that spare biases and norms.
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = warmup_cosine(optimizer, max(1, args.warmup_steps), args.steps, min_ratio=1.0)  # warmup, then flat
+    warmup = max(1, args.warmup_steps)
+    if args.decay_steps is None:
+        scheduler = warmup_cosine(optimizer, warmup, args.steps, min_ratio=1.0)  # warmup, then flat
+    else:
+        scheduler = warmup_cosine(optimizer, warmup, args.decay_steps, min_ratio=0.0)
     target_return = args.target_return
     if target_return is None:
         target_return = paper_target_return(dataset.env_id) or float(dataset.returns.max())
@@ -159,3 +164,5 @@ def check_args(args: TrainArgs) -> None:
         raise SeqrlError(f"--context-length {args.context_length} is over {DecisionTransformerConfig.n_positions // 3}, the trunk's limit")
     if args.return_scale <= 0:
         raise SeqrlError(f"--return-scale must be positive, got {args.return_scale}")
+    if args.decay_steps is not None and args.decay_steps <= args.warmup_steps:
+        raise SeqrlError(f"--decay-steps {args.decay_steps} must come after --warmup-steps {args.warmup_steps}")
