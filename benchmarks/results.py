@@ -61,6 +61,9 @@ RUNS = {
         "dt", "zoo/hopper/medium-v0,zoo/hopper/expert-v0", "Hopper-v5", 10000, [*DT_TRAIN, "--decay-steps", "10000"]
     ),
     "dt-halfcheetah-medium": Run("dt", "zoo/halfcheetah/medium-v0", "HalfCheetah-v5", 4000, DT_TRAIN, bundled=True),
+    "dt-halfcheetah-medium-expert": Run(
+        "dt", "zoo/halfcheetah/medium-v0,zoo/halfcheetah/expert-v0", "HalfCheetah-v5", 4000, DT_TRAIN
+    ),
     "tt-hopper-medium": Run(
         "tt", "zoo/hopper/medium-v0", "Hopper-v5", 3545, [*TT_TRAIN, "--decay-epochs", "2.4"], TT_PLAN_HOPPER, bundled=True
     ),
