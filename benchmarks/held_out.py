@@ -9,12 +9,9 @@ Each checkpoint (and DT target return) is rolled out with the installed `seqrl r
 """
 
 import argparse
-import json
-import statistics
-import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from results import REPO, read_log, score_cells, seqrl
 
 
 def scores(checkpoint: Path, env_id: str, target: float | None, args: argparse.Namespace) -> list[float]:
@@ -22,10 +19,9 @@ def scores(checkpoint: Path, env_id: str, target: float | None, args: argparse.N
     label = checkpoint.name + (f"-target{target:g}" if target is not None else "")
     log = args.logs / f"{label}.jsonl"
     options = ["--target-return", str(target)] if target is not None else []
-    subprocess.run(["seqrl", "rollout", "--checkpoint", str(checkpoint), "--env", env_id, "--episodes", str(args.episodes),
-                    "--seed", str(args.seed), "--num-envs", "10", "--threads", str(args.threads), "--log", str(log),
-                    "--resume", "--quiet", *options], check=True)
-    records = sorted((json.loads(line) for line in log.read_text().splitlines() if line.strip()), key=lambda r: r["seed"])
+    seqrl("rollout", "--checkpoint", str(checkpoint), "--env", env_id, "--episodes", str(args.episodes), "--seed", str(args.seed),
+          "--num-envs", "10", "--threads", str(args.threads), "--log", str(log), "--resume", "--quiet", *options)
+    records = sorted(read_log(log), key=lambda r: r["seed"])
     return [r["normalized_score"] for r in records if r["seed"] < args.seed + args.episodes]
 
 
@@ -41,15 +37,15 @@ def main() -> None:
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
 
-    print("\n| checkpoint | target return | normalized score (mean ± std) | worst 5-seed mean | episodes |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    rows = []
     for checkpoint in args.checkpoints:
         for target in args.target_returns:
             values = scores(checkpoint, args.env, target, args)
-            windows = [statistics.mean(values[i : i + 5]) for i in range(len(values) - 4)]
-            print(f"| `{checkpoint.name}` | {'default' if target is None else f'{target:g}'} "
-                  f"| {statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f} | {min(windows):.1f} | {len(values)} |",
-                  flush=True)
+            rows.append(f"| `{checkpoint.name}` | {'default' if target is None else f'{target:g}'} | {score_cells(values)} | {len(values)} |")
+
+    print("\n| checkpoint | target return | normalized score (mean ± std) | worst 5-seed mean | episodes |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    print("\n".join(rows))
     print(f"\nseeds {args.seed}..{args.seed + args.episodes - 1}, full episodes")
 
 

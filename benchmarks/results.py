@@ -74,9 +74,22 @@ RUNS = {
 
 
 def seqrl(*args: str) -> None:
-    """Run the installed `seqrl` command, echoing it; stop on failure."""
+    """Run the installed `seqrl` command, echoing it; stop with its exit status on failure (it printed the error)."""
     print("$ seqrl " + " ".join(args), flush=True)
-    subprocess.run(["seqrl", *args], check=True)
+    status = subprocess.run(["seqrl", *args]).returncode
+    if status:
+        sys.exit(status)
+
+
+def read_log(log: Path) -> list[dict]:
+    """The episode records of a `seqrl rollout --log` file."""
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def score_cells(scores: list[float]) -> str:
+    """Table cells 'mean ± std | worst mean over 5 consecutive seeds' of scores in seed order."""
+    windows = [statistics.mean(scores[i : i + 5]) for i in range(len(scores) - 4)]
+    return f"{statistics.mean(scores):.1f} ± {statistics.pstdev(scores):.1f} | {min(windows):.1f}"
 
 
 def read_meta(checkpoint: Path) -> dict:
@@ -98,9 +111,7 @@ def evaluate(run: Run, checkpoint: Path, log: Path, episodes: int, threads: int)
     """Evaluate on seeds 0..episodes-1 (resuming the log) and return its episode records."""
     seqrl("rollout", "--checkpoint", str(checkpoint), "--env", run.env_id, "--episodes", str(episodes), "--seed", "0",
           "--threads", str(threads), "--log", str(log), "--resume", "--quiet", *run.rollout_options())
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    current = records[-1]["config"]  # a log kept from other settings (an earlier planner) gets new episodes appended
-    return sorted((r for r in records if r["episode"] < episodes and r["config"] == current), key=lambda r: r["episode"])
+    return sorted((r for r in read_log(log) if r["episode"] < episodes), key=lambda r: r["episode"])
 
 
 def behaviour_score(dataset: str) -> float:
@@ -117,11 +128,9 @@ def table_row(name: str, run: Run, checkpoint: Path, records: list[dict]) -> str
     metrics = (checkpoint / "metrics.jsonl").read_text().splitlines()
     hours = json.loads(metrics[-1])["elapsed"] / 3600  # the trainer's wall time over all resumed sessions
     device = meta.get("device") or meta["training"]["device"]  # runs before seqrl.json kept the device: the option
-    score = f"{statistics.mean(scores):.1f} ± {statistics.pstdev(scores):.1f}"
-    windows = [statistics.mean(scores[i : i + 5]) for i in range(len(scores) - 4)]  # 5 consecutive seeds
     losses = f"{meta['final_loss']:.4f} / {meta['held_out_loss']:.4f}"
     planner = ", ".join(f"{setting} {value}" for setting, value in run.planner.items()) or "-"
-    return (f"| {run.method.upper()} | `{run.dataset}` | {score} | {min(windows):.1f} | {behaviour_score(run.dataset):.1f} "
+    return (f"| {run.method.upper()} | `{run.dataset}` | {score_cells(scores)} | {behaviour_score(run.dataset):.1f} "
             f"| {len(records)} | {meta.get('steps')} steps, {hours:.2f} h | {device} | {losses} | {planner} | `{name}` |")
 
 
