@@ -53,17 +53,19 @@ TT_PLAN_HOPPER = {"beam_width": 8, "horizon": 5}
 TT_PLAN_HALFCHEETAH = {"beam_width": 8, "horizon": 5}
 
 RUNS = {
-    "dt-hopper-medium": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", 12000, DT_TRAIN, bundled=True),
+    "dt-hopper-medium": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", 12000, DT_TRAIN),
     "dt-hopper-medium-cosine": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", 12000, [*DT_TRAIN, "--decay-steps", "12000"]),
     "dt-hopper-medium-cosine-20k": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", 20000, [*DT_TRAIN, "--decay-steps", "20000"]),
     "dt-hopper-medium-expert": Run("dt", "zoo/hopper/medium-v0,zoo/hopper/expert-v0", "Hopper-v5", 8000, DT_TRAIN),
     "dt-hopper-medium-expert-cosine": Run(
         "dt", "zoo/hopper/medium-v0,zoo/hopper/expert-v0", "Hopper-v5", 10000, [*DT_TRAIN, "--decay-steps", "10000"]
     ),
+    "dt-hopper-expert": Run("dt", "zoo/hopper/expert-v0", "Hopper-v5", 8000, DT_TRAIN, bundled=True),
     "dt-halfcheetah-medium": Run("dt", "zoo/halfcheetah/medium-v0", "HalfCheetah-v5", 4000, DT_TRAIN, bundled=True),
     "dt-halfcheetah-medium-expert": Run(
         "dt", "zoo/halfcheetah/medium-v0,zoo/halfcheetah/expert-v0", "HalfCheetah-v5", 4000, DT_TRAIN
     ),
+    "dt-halfcheetah-expert": Run("dt", "zoo/halfcheetah/expert-v0", "HalfCheetah-v5", 8000, DT_TRAIN),
     "tt-hopper-medium": Run(
         "tt", "zoo/hopper/medium-v0", "Hopper-v5", 3545, [*TT_TRAIN, "--decay-epochs", "2.4"], TT_PLAN_HOPPER, bundled=True
     ),
