@@ -22,7 +22,7 @@ def scores(checkpoint: Path, env_id: str, target: float | None, args: argparse.N
     seqrl("rollout", "--checkpoint", str(checkpoint), "--env", env_id, "--episodes", str(args.episodes), "--seed", str(args.seed),
           "--num-envs", "10", "--threads", str(args.threads), "--log", str(log), "--resume", "--quiet", *options)
     records = sorted(read_log(log), key=lambda r: r["seed"])
-    return [r["normalized_score"] for r in records if r["seed"] < args.seed + args.episodes]
+    return [r["normalized_score"] for r in records if args.seed <= r["seed"] < args.seed + args.episodes]
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ The table's numbers come from those logs and the checkpoints' seqrl.json, nothin
 """
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -116,6 +117,7 @@ def evaluate(run: Run, checkpoint: Path, log: Path, episodes: int, threads: int)
     return sorted((r for r in read_log(log) if r["episode"] < episodes), key=lambda r: r["episode"])
 
 
+@functools.cache  # several runs share a dataset
 def behaviour_score(dataset: str) -> float:
     """Mean normalized score of the dataset's episodes (its behaviour policy)."""
     from seqrl.envs.datasets import load_dataset
