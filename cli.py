@@ -1,14 +1,19 @@
 """The `seqrl` command: rollouts, datasets, training and checkpoint info."""
 
-from pathlib import Path
-
+import dataclasses
+import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 
 from seqrl import SeqrlError
+from seqrl.agents.options import InvalidOption, Options, convert, parse_text, spec_of
+from seqrl.agents.rollout import RolloutOptions
+from seqrl.planners.decision.options import PolicySettings, TrainArgs as DecisionTrainArgs
+from seqrl.planners.trajectory.options import PlannerSettings, TrainArgs as TrajectoryTrainArgs
 
 app = typer.Typer(
     help="Planning and control agents for offline RL with sequence models.",
@@ -18,42 +23,93 @@ app = typer.Typer(
 )
 train_app = typer.Typer(help="Train a model on an offline dataset.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
-TT_PANEL = "Trajectory Transformer planner (unset: checkpoint's value or default)"
-DT_PANEL = "Decision Transformer policy (unset: checkpoint's value or default)"
+TT_PANEL = "Trajectory Transformer planner (unset: checkpoint's value, else the default shown)"
+DT_PANEL = "Decision Transformer policy (unset: checkpoint's value, else the default shown)"
 
 
-@app.command()
-def rollout(
-    env: str = typer.Option(..., "--env", help="Gymnasium MuJoCo env id, e.g. Hopper-v5."),
-    agent: str | None = typer.Option(None, help="Built-in agent: dt or tt (the env's bundled trained agent) or random; default: the env's bundled agent, else random."),
-    checkpoint: str | None = typer.Option(None, help="Checkpoint directory (or hub id) of a TT planner or DT policy."),
-    dataset: str | None = typer.Option(None, help="Dataset the checkpoint agent takes its statistics from, if it needs one."),
-    episodes: int = typer.Option(10, help="Episodes to run; episode i uses seed SEED + i."),
-    seed: int = typer.Option(0, help="Seed of episode 0 (env reset and the agent's random stream)."),
-    max_steps: int | None = typer.Option(None, help="Cap on steps per episode; a capped episode ends truncated (default: the env's own limit)."),
-    num_envs: int = typer.Option(1, help="Envs stepped together (one batched agent call per step)."),
-    log: Path | None = typer.Option(None, help="Append one JSON line per finished episode to this file."),
-    resume: bool = typer.Option(False, "--resume", help="Skip the episodes --log already holds for these settings."),
-    record: Path | None = typer.Option(None, help="Minari datasets root to record the episodes into."),
-    record_id: str | None = typer.Option(None, help="Id of the recorded dataset (default: seqrl/<env name>/rollout-v0)."),
-    device: str = typer.Option("cpu", help="Where the agent's model runs: cpu or cuda."),
-    threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
-    quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
-    video: Path | None = typer.Option(None, help="Film the first episode offscreen into this MP4 file (needs seqrl[video])."),
-    horizon: int | None = typer.Option(None, help="TT: planning horizon in transitions (default 15).", rich_help_panel=TT_PANEL),
-    beam_width: int | None = typer.Option(None, help="TT: beams kept per step (default 128).", rich_help_panel=TT_PANEL),
-    n_expand: int | None = typer.Option(None, help="TT: samples per beam per step (default 2).", rich_help_panel=TT_PANEL),
-    k_obs: str | None = typer.Option(None, help="TT: top-k for observation tokens, or none (default 1).", rich_help_panel=TT_PANEL),
-    k_act: str | None = typer.Option(None, help="TT: top-k for action tokens, or none (default none).", rich_help_panel=TT_PANEL),
-    cdf_obs: str | None = typer.Option(None, help="TT: keep the likeliest observation tokens holding this mass, or none (default none).", rich_help_panel=TT_PANEL),
-    cdf_act: str | None = typer.Option(None, help="TT: keep the likeliest action tokens holding this mass, or none (default 0.6).", rich_help_panel=TT_PANEL),
-    percentile: str | None = typer.Option(None, help="TT: reward/value estimate: mean or a fraction (default mean).", rich_help_panel=TT_PANEL),
-    max_context_transitions: int | None = typer.Option(None, help="TT: past transitions the model sees (default 5).", rich_help_panel=TT_PANEL),
-    plan_freq: int | None = typer.Option(None, help="TT: replan every this many steps (default 1).", rich_help_panel=TT_PANEL),
-    discount: float | None = typer.Option(None, help="TT: discount of planned rewards (default: the training discount, else 0.99).", rich_help_panel=TT_PANEL),
-    no_kv_cache: bool = typer.Option(False, "--no-kv-cache", help="TT: the original planner, re-encoding the window for every token.", rich_help_panel=TT_PANEL),
-    target_return: float | None = typer.Option(None, help="DT: return to condition on (default: the checkpoint's, else the paper's for the env: Hopper 3600, HalfCheetah 12000, Walker2d 5000).", rich_help_panel=DT_PANEL),
-) -> None:
+def flag(name: str) -> str:
+    """The command-line flag of an option: max_steps -> --max-steps."""
+    return "--" + name.replace("_", "-")
+
+
+def typer_parameters(options: type[Options], panel: str | None = None) -> list[inspect.Parameter]:
+    """Typer parameters for the fields of an options dataclass; with `panel`, every one unset (None) by default.
+
+    Unset flags leave the value to whoever fills it next (a checkpoint's stored settings, then the field's
+    default); their help names that default. Options that may be None, or a word such as 'mean', are taken as
+    text and read by `parse_text`, so 'none' can switch a filter off.
+    """
+    parameters = []
+    hints = options.type_hints()
+    for field in dataclasses.fields(options):
+        spec = spec_of(field)
+        if not spec.cli:
+            continue
+        annotation, default, help_text, names = hints[field.name], field.default, spec.help, [flag(field.name)]
+        if panel is not None:
+            if annotation is bool:  # a flag that flips the default
+                names, default = [flag(("no_" if default else "") + field.name)], False
+            else:
+                text = spec.off or spec.choices  # 'none' or a word
+                annotation = str | None if text else annotation | None
+                if default is not None:
+                    help_text = f"{spec.help} (default {default})"
+                default = None
+        typer_default = ... if default is dataclasses.MISSING else default
+        if annotation is bool:
+            typer_default, metavar = bool(typer_default), " "  # a plain flag: no value to show
+        else:
+            metavar = None
+        info = typer.Option(
+            typer_default, *names, help=help_text.replace("[", "\\["), rich_help_panel=panel, metavar=metavar
+        )
+        parameters.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))
+    return parameters
+
+
+def command_from(function: Callable[..., Any], parameters: list[inspect.Parameter]) -> Callable[..., Any]:
+    """`function(**values)` with `parameters` as its signature, for typer to read."""
+
+    def command(**values: Any) -> Any:
+        return function(**values)
+
+    command.__signature__ = inspect.Signature(parameters)
+    command.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    command.__doc__ = function.__doc__
+    return command
+
+
+def build(options: type[Options], values: dict[str, Any], **extra: Any) -> Any:
+    """The options dataclass from command-line values; an invalid one is an error naming its flag."""
+    try:
+        return options(**{name: values[name] for name in options.field_names() if name in values}, **extra)
+    except InvalidOption as error:
+        raise SeqrlError(f"{flag(error.name)} got {error.value!r}; it must be {error.expected}") from None
+
+
+def agent_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The planner and policy flags given (not left unset), with their text read as values."""
+    from seqrl.planners.decision.options import PolicySettings
+    from seqrl.planners.trajectory.options import PlannerSettings
+
+    given = {}
+    for options in (PlannerSettings, PolicySettings):
+        hints = options.type_hints()
+        for field in dataclasses.fields(options):
+            value = values.get(field.name)
+            if hints[field.name] is bool:
+                if value:  # the flag flips the default
+                    given[field.name] = not field.default
+            elif value is not None:
+                value = parse_text(value, hints[field.name]) if isinstance(value, str) else value
+                try:  # each value alone; the agent's loader checks them together with the checkpoint's
+                    given[field.name] = convert(field.name, value, hints[field.name], spec_of(field))
+                except InvalidOption as error:
+                    raise SeqrlError(f"{flag(error.name)} got {error.value!r}; it must be {error.expected}") from None
+    return given
+
+
+def rollout(**values: Any) -> None:
     """Run episodes of an agent in a MuJoCo env, with progress, a summary, an episode log and a recording.
 
     Examples:
@@ -66,23 +122,15 @@ def rollout(
 
       seqrl rollout --env Hopper-v5 --episodes 20 --record datasets  (then MINARI_DATASETS_PATH=datasets)
     """
-    if video is not None:
+    options = build(RolloutOptions, values, settings=agent_settings(values))
+    if options.video is not None:
         from seqrl.agents.video import choose_gl_backend
 
         choose_gl_backend()  # before anything loads mujoco
     from seqrl.agents.rollout import rollout as run
+    from seqrl.planners import choose_agent
 
-    # Planner and policy settings for load_agent (None: the checkpoint's default); add new flags here.
-    method_options: dict[str, object] = {
-        "horizon": horizon, "beam_width": beam_width, "n_expand": n_expand, "k_obs": k_obs, "k_act": k_act,
-        "cdf_obs": cdf_obs, "cdf_act": cdf_act, "percentile": percentile, "max_context_transitions": max_context_transitions,
-        "plan_freq": plan_freq, "discount": discount, "kv_cache": False if no_kv_cache else None,
-        "target_return": target_return,
-    }
-    status = run(
-        env, agent, checkpoint, dataset, episodes, seed, max_steps, num_envs, log, resume, record, record_id,
-        device, threads, quiet, video, options={name: value for name, value in method_options.items() if value is not None},
-    )
+    status = run(options, choose_agent)
     if status:
         raise typer.Exit(status)
 
@@ -172,116 +220,34 @@ def info(checkpoint: str = typer.Argument(..., help="Checkpoint directory (or Hu
     Console().print(table)
 
 
-# Options `seqrl train tt` and `seqrl train dt` share.
-TRAIN_DATASET = typer.Option(..., help="Dataset(s): Minari id or directory, D4RL .hdf5, DT .pkl; comma-separated to combine.")
-TRAIN_OUT = typer.Option(..., help="Checkpoint directory to create (or continue with --resume).")
-TRAIN_HOLDOUT = typer.Option(0.05, help="Fraction of episodes held out for the held-out loss (0 for none).")
-TRAIN_DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N.")
-TRAIN_EVAL_EVERY = typer.Option(500, help="Steps between metrics.jsonl records (train and held-out loss).")
-TRAIN_SAVE_EVERY = typer.Option(1000, help="Steps between checkpoints (always one at the end).")
-TRAIN_THREADS = typer.Option(None, help="CPU threads for torch (default: torch's choice).")
-TRAIN_RESUME = typer.Option(False, "--resume", help="Continue the run saved in --out (repeat its options; --steps may grow).")
-TRAIN_DATASETS_ROOT = typer.Option(None, help="Minari datasets root for dataset ids (sets MINARI_DATASETS_PATH).")
-TRAIN_QUIET = typer.Option(False, "--quiet", help="No progress output.")
-
-
-@train_app.command("tt")
-def train_tt(
-    dataset: str = TRAIN_DATASET,
-    out: Path = TRAIN_OUT,
-    steps: int | None = typer.Option(None, help="Updates to run (default: the original's budget of 50M windows, 50 epochs of a 1M-step dataset)."),
-    epochs: float | None = typer.Option(None, help="Passes over the training windows, instead of --steps."),
-    batch_size: int = typer.Option(256, help="Windows per update."),
-    lr: float = typer.Option(6e-4, help="Peak AdamW learning rate."),
-    weight_decay: float = typer.Option(0.1, help="AdamW weight decay, applied to weight matrices only."),
-    beta1: float = typer.Option(0.9, help="AdamW beta1."),
-    beta2: float = typer.Option(0.95, help="AdamW beta2."),
-    grad_clip: float = typer.Option(1.0, help="Gradient-norm clip."),
-    warmup_epochs: float = typer.Option(1.0, help="Linear warmup length, in epochs."),
-    decay_epochs: float = typer.Option(20.0, help="Epoch at which the cosine decay reaches --min-lr-ratio."),
-    min_lr_ratio: float = typer.Option(0.1, help="Floor of the learning rate, as a fraction of --lr."),
-    n_layer: int = typer.Option(4, help="Transformer blocks."),
-    n_head: int = typer.Option(4, help="Attention heads."),
-    n_embd: int = typer.Option(128, help="Embedding width."),
-    embd_pdrop: float = typer.Option(0.1, help="Dropout on embeddings."),
-    resid_pdrop: float = typer.Option(0.1, help="Dropout on residual branches."),
-    attn_pdrop: float = typer.Option(0.1, help="Dropout on attention weights."),
-    action_weight: float = typer.Option(5.0, help="Loss weight of action tokens."),
-    reward_weight: float = typer.Option(1.0, help="Loss weight of reward tokens."),
-    value_weight: float = typer.Option(1.0, help="Loss weight of value tokens."),
-    sequence_length: int = typer.Option(10, help="Transitions per training window."),
-    n_bins: int = typer.Option(100, help="Bins (tokens) per dimension."),
-    discretizer: str = typer.Option("quantile", help="Bin placement: quantile (equal counts, the original) or uniform."),
-    discount: float = typer.Option(0.99, help="Discount of the value-to-go targets."),
-    termination_penalty: float = typer.Option(-100.0, help="Reward that replaces the reward of a terminal step."),
-    max_path_length: int = typer.Option(1000, help="Steps of an episode that count in the loss."),
-    holdout: float = TRAIN_HOLDOUT,
-    seed: int = typer.Option(42, help="Seed of initialization, data order, dropout and the held-out split."),
-    device: str = TRAIN_DEVICE,
-    precision: str = typer.Option("fp32", help="fp32, or bf16: forward passes under bfloat16 autocast (weights stay fp32)."),
-    eval_every: int = TRAIN_EVAL_EVERY,
-    save_every: int = TRAIN_SAVE_EVERY,
-    threads: int | None = TRAIN_THREADS,
-    resume: bool = TRAIN_RESUME,
-    datasets_root: Path | None = TRAIN_DATASETS_ROOT,
-    quiet: bool = TRAIN_QUIET,
-) -> None:
+def train_tt(**values: Any) -> None:
     """Train a Trajectory Transformer on an offline dataset (the original recipe by default).
 
     Example: seqrl train tt --dataset zoo/hopper/medium-v0 --out runs/tt-hopper --steps 20000
     """
-    from seqrl.planners.trajectory.train import TrainArgs, train_tt
+    from seqrl.planners.trajectory.train import train_tt as train
 
-    _train(TrainArgs, train_tt, locals())
+    train(build(TrajectoryTrainArgs, values))
 
 
-@train_app.command("dt")
-def train_dt(
-    dataset: str = TRAIN_DATASET,
-    out: Path = TRAIN_OUT,
-    steps: int = typer.Option(100_000, help="Updates to run (the paper: 10 iterations of 10k)."),
-    batch_size: int = typer.Option(64, help="Windows per update."),
-    lr: float = typer.Option(1e-4, help="AdamW learning rate after warmup."),
-    weight_decay: float = typer.Option(1e-4, help="AdamW weight decay (all parameters, as the original)."),
-    warmup_steps: int = typer.Option(10_000, help="Linear learning-rate warmup, in updates; flat afterwards."),
-    decay_steps: int | None = typer.Option(None, help="Cosine-decay the learning rate after warmup, to zero at this update (default: flat after warmup, as the paper)."),
-    grad_clip: float = typer.Option(0.25, help="Gradient-norm clip."),
-    context_length: int = typer.Option(20, help="Steps per window (K), also the policy's default context."),
-    hidden_size: int = typer.Option(128, help="Embedding width."),
-    n_layer: int = typer.Option(3, help="Transformer blocks."),
-    n_head: int = typer.Option(1, help="Attention heads."),
-    activation_function: str = typer.Option("relu", help="MLP activation: relu, gelu, gelu_new, silu or tanh."),
-    dropout: float = typer.Option(0.1, help="Dropout on embeddings, attention and residual branches."),
-    max_ep_len: int = typer.Option(1000, help="Timestep embeddings; later steps share the last one."),
-    return_scale: float = typer.Option(1000.0, help="Returns-to-go are divided by this."),
-    target_return: float | None = typer.Option(None, help="Default target return of rollouts (default: the paper's for the env, else the best episode's)."),
-    holdout: float = TRAIN_HOLDOUT,
-    seed: int = typer.Option(42, help="Seed of initialization, window sampling, dropout and the held-out split."),
-    device: str = TRAIN_DEVICE,
-    eval_every: int = TRAIN_EVAL_EVERY,
-    save_every: int = TRAIN_SAVE_EVERY,
-    threads: int | None = TRAIN_THREADS,
-    resume: bool = TRAIN_RESUME,
-    datasets_root: Path | None = TRAIN_DATASETS_ROOT,
-    quiet: bool = TRAIN_QUIET,
-) -> None:
+def train_dt(**values: Any) -> None:
     """Train a Decision Transformer on an offline dataset (the paper's gym recipe by default).
 
     Example: seqrl train dt --dataset zoo/hopper/medium-v0 --out runs/dt-hopper --steps 20000
     """
-    from seqrl.planners.decision.train import TrainArgs, train_dt
+    from seqrl.planners.decision.train import train_dt as train
 
-    _train(TrainArgs, train_dt, locals())
+    train(build(DecisionTrainArgs, values))
 
 
-def _train(args_class: type, train: Callable[[Any], object], options: dict[str, Any]) -> None:
-    """Call `train(args_class(...))` with a command's options; `datasets_root` sets MINARI_DATASETS_PATH."""
-    import os
-
-    if options["datasets_root"] is not None:
-        os.environ["MINARI_DATASETS_PATH"] = str(options["datasets_root"])
-    fields = args_class.__dataclass_fields__
-    train(args_class(**{name: value for name, value in options.items() if name in fields and name != "out"}, out=str(options["out"])))
+rollout_parameters = [
+    *typer_parameters(RolloutOptions),
+    *typer_parameters(PlannerSettings, TT_PANEL),
+    *typer_parameters(PolicySettings, DT_PANEL),
+]
+app.command("rollout")(command_from(rollout, rollout_parameters))
+train_app.command("tt")(command_from(train_tt, typer_parameters(TrajectoryTrainArgs)))
+train_app.command("dt")(command_from(train_dt, typer_parameters(DecisionTrainArgs)))
 
 
 def main() -> None:

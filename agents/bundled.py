@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from seqrl.envs.scores import env_family
+from seqrl.envs.families import env_family
 
 BUNDLED_ROOT = Path(__file__).parent / "checkpoints"  # <family>-<method>/, e.g. hopper-dt/
 METHODS = ("dt", "tt")  # the default is the first one bundled: DT acts fastest

@@ -5,8 +5,10 @@ config match, the seqrl version excepted; `--resume` skips those episodes. A log
 episodes but none of this run is an error, so changed settings are never mixed into one run.
 """
 
+import fcntl
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,43 +55,81 @@ def _run_key(record: dict[str, Any]) -> dict[str, Any]:
     return run | {f"config.{key}": value for key, value in config.items() if key != "seqrl_version"}
 
 
+MAX_LOG_BYTES = 1 << 30  # an episode line is ~500 bytes: two million episodes fit
+RECORD_START = '{"env_id": '  # how every line `episode_record` writes begins, so a torn one is recognised
+
+
+@dataclass
+class LogContents:
+    """The finished episodes of a log, and where a torn last line (a write cut short by a crash) starts."""
+
+    records: list[dict[str, Any]]
+    torn_at: int | None  # byte offset of the torn line, None when the file ends cleanly
+    ends_in_newline: bool
+
+
+def read_log(path: Path) -> LogContents:
+    """Parse an episode log, or a one-line error for anything that is not one; the file is never changed."""
+    path = Path(path)
+    if not path.exists():
+        raise SeqrlError(f"log {path} not found; pass the file written by `seqrl rollout --log`")
+    if not path.is_file():
+        raise SeqrlError(f"log {path} is not a regular file; pass a seqrl episode log (.jsonl) or a new file")
+    if path.stat().st_size > MAX_LOG_BYTES:
+        raise SeqrlError(f"log {path} is over {MAX_LOG_BYTES >> 20} MiB; is it an episode log? split it or log to a new file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SeqrlError(f"{path} is not a text file; pass a seqrl episode log (.jsonl) or a new file") from None
+    lines = text.split("\n")  # the last item is "" when the file ends with a newline
+    records = []
+    for number, line in enumerate(lines, start=1):
+        last = number == len(lines)
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            record = "unreadable"
+        if isinstance(record, dict) and "episode" in record and "return" in record:
+            records.append(record)
+        elif record is not None:
+            if last and line.startswith(RECORD_START):  # cut short by a crash while seqrl wrote it
+                return LogContents(records, len(data) - len(line.encode()), ends_in_newline=False)
+            raise SeqrlError(
+                f"{path} line {number} is not a JSON object of an episode; is this a seqrl episode log? "
+                "fix or remove that line, or log to a new file"
+            )
+    return LogContents(records, None, ends_in_newline=not lines[-1])
+
+
 class EpisodeLog:
-    """An append-only JSONL file of finished episodes; a torn last line (from a crash) is dropped on open."""
+    """An append-only JSONL file of finished episodes, locked against a second writer while open.
+
+    A torn last line that seqrl wrote (a crash mid-write) is dropped on open, and `dropped_torn_line` says so;
+    any other line that is not an episode is an error, and the file is left as it was.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if self.path.is_dir():
             raise SeqrlError(f"--log {self.path} is a directory; pass a file such as {self.path / 'runs.jsonl'}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.records = self._read() if self.path.exists() else []
-        self.file = open(self.path, "a", encoding="utf-8")
-
-    def _read(self) -> list[dict[str, Any]]:
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise SeqrlError(f"{self.path} is not a text file; pass a seqrl episode log (.jsonl) or a new file") from None
-        lines = text.split("\n")  # the last item is "" when the file ends with a newline
-        records = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if isinstance(record, dict):
-                records.append(record)
-            elif number < len(lines):
-                raise SeqrlError(f"{self.path} line {number} is not a JSON object; is this a seqrl episode log? fix or remove that line")
-            else:  # a last line without its newline is a write cut short by a crash: drop it
-                with open(self.path, "r+b") as file:
-                    file.truncate(len(text.encode()) - len(line.encode()))
-                return records
-        if lines[-1]:  # a complete last line without its newline: end it before appending
-            with open(self.path, "a", encoding="utf-8") as file:
-                file.write("\n")
-        return records
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a+b")
+        except OSError as error:
+            raise SeqrlError(f"cannot open --log {self.path} ({error.strerror}); pick a writable file") from None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise SeqrlError(f"another seqrl run is writing {self.path}; wait for it to end or log to another file") from None
+        contents = read_log(self.path) if self.path.stat().st_size else LogContents([], None, True)
+        self.records = contents.records
+        self.dropped_torn_line = contents.torn_at is not None
+        if self.dropped_torn_line:
+            self.file.truncate(contents.torn_at)
+        elif not contents.ends_in_newline:  # a complete last line without its newline: end it before appending
+            self.file.write(b"\n")
 
     def finished(self, env_id: str, agent: str, config: dict[str, Any], seed: int) -> dict[int, dict[str, Any]]:
         """The lines this run already logged, by episode; an error if the log holds only other runs."""
@@ -106,10 +146,10 @@ class EpisodeLog:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one line and force it to disk."""
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write((json.dumps(record, allow_nan=False) + "\n").encode())
         self.file.flush()
         os.fsync(self.file.fileno())
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (which releases its lock)."""
         self.file.close()

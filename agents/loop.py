@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 
 from seqrl.agents.base import Agent
-from seqrl.envs.make import make_env, make_vector_env
-from seqrl.envs.scores import normalized_score
+from seqrl.envs.make import env_identity, make_env, make_vector_env
+from seqrl.envs.families import normalized_score
 
 
 @dataclass
@@ -90,11 +90,6 @@ class _ManyEnvs:
         return observations[slots], rewards[slots], terminations[slots], truncations[slots]
 
 
-def _env_id(env: gym.Env | gym.vector.VectorEnv) -> str | None:
-    spec = env.get_attr("spec")[0] if isinstance(env, gym.vector.VectorEnv) else env.spec
-    return spec.id if spec is not None else None
-
-
 def run_episodes(
     agent: Agent,
     env: gym.Env | gym.vector.VectorEnv,
@@ -105,7 +100,7 @@ def run_episodes(
 ) -> Iterator[EpisodeResult]:
     """Run the given episode indices (episode i with seed `seed + i`), yielding each result as it ends."""
     envs = _ManyEnvs(env) if isinstance(env, gym.vector.VectorEnv) else _OneEnv(env)
-    env_id = _env_id(env)
+    env_id, _, _ = env_identity(env)
     pending = iter(sorted(episodes))
     slot_count = envs.num_slots
     episode_in: list[int | None] = [None] * slot_count  # episode index each slot runs, None when idle
@@ -159,7 +154,7 @@ def run_episodes(
                 seed=seed + episode_in[slot],
                 episode_return=returns[slot],
                 length=lengths[slot],
-                normalized_score=normalized_score(env_id, returns[slot]) if env_id else None,
+                normalized_score=normalized_score(env_id, returns[slot]),
                 terminated=bool(terminations[j]),
                 truncated=bool(truncations[j]),
                 wall_time_s=now - started[slot],

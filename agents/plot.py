@@ -1,29 +1,17 @@
 """Draw episode returns and normalized scores from one or more episode logs."""
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 from seqrl import SeqrlError
+from seqrl.agents.episode_log import read_log
 
 
 def read_episodes(paths: list[Path]) -> dict[str, list[dict]]:
     """Episode records of the logs, grouped by '<agent> on <env>'; a torn last line is skipped."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for path in paths:
-        try:
-            lines = Path(path).read_text().splitlines()
-        except FileNotFoundError:
-            raise SeqrlError(f"log {path} not found; pass the file written by `seqrl rollout --log`") from None
-        for number, line in enumerate(lines, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                if number == len(lines):
-                    continue  # a run killed mid-write leaves at most a torn last line
-                raise SeqrlError(f"{path}:{number} is not a JSON line; is this an episode log?") from None
-            if not isinstance(record, dict) or "return" not in record or "episode" not in record:
-                raise SeqrlError(f"{path}:{number} has no 'episode'/'return'; is this a `seqrl rollout --log` file?")
+        for record in read_log(path).records:
             groups[f"{record.get('agent', '?')} on {record.get('env_id', '?')}"].append(record)
     if not groups:
         raise SeqrlError("the logs hold no finished episode; nothing to plot")

@@ -1,25 +1,27 @@
 """`seqrl rollout`: run an agent's episodes with a progress display, a JSONL log, a Minari recording and a summary."""
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 from rich.console import Console
 
 from seqrl import SeqrlError, __version__
 from seqrl.agents.base import Agent
-from seqrl.agents.bundled import bundled_checkpoint, bundled_methods
 from seqrl.agents.episode_log import EpisodeLog, episode_record, record_result
 from seqrl.agents.loop import EpisodeResult, Step, run_episodes
+from seqrl.agents.options import Options, option
 from seqrl.agents.recorder import Recorder, default_record_id
 from seqrl.agents.report import RolloutProgress, summary_table
 from seqrl.agents.video import EpisodeVideo
 from seqrl.envs.make import make_env, make_vector_env
 
 BUILT_IN_AGENTS = ("random", "tt", "dt")  # tt and dt: the checkpoints bundled for the env
+MAX_SEED = 2**32 - 1  # the largest seed every generator involved takes (numpy, torch, MuJoCo envs)
+MAX_EPISODES = 10_000_000
 
 
 class _Interrupts:
@@ -52,95 +54,88 @@ class _Interrupts:
             signal.signal(signum, handler)
 
 
-def _check_arguments(
-    agent: str | None, checkpoint: str | None, dataset: str | None, episodes: int, max_steps: int | None,
-    num_envs: int, log: Path | None, resume: bool, record: Path | None, record_id: str | None, device: str, threads: int | None,
-    video: Path | None,
-) -> None:
-    for flag, value in (("--episodes", episodes), ("--num-envs", num_envs), ("--max-steps", max_steps), ("--threads", threads)):
-        if value is not None and value < 1:
-            raise SeqrlError(f"{flag} must be at least 1, got {value}")
-    if agent is not None and checkpoint is not None:
-        raise SeqrlError("--agent and --checkpoint both given; pick one")
-    if agent is not None and agent not in BUILT_IN_AGENTS:
-        raise SeqrlError(f"unknown --agent {agent!r}; pick one of {', '.join(BUILT_IN_AGENTS)}, or load a trained agent with --checkpoint DIR")
-    if dataset is not None and checkpoint is None:
-        raise SeqrlError("--dataset applies to --checkpoint agents; drop it or add --checkpoint DIR")
-    if resume and log is None:
-        raise SeqrlError("--resume continues a log; add --log FILE")
-    if record_id is not None and record is None:
-        raise SeqrlError("--record-id names the dataset that --record DIR writes; add --record DIR")
-    if video is not None and num_envs != 1:
-        raise SeqrlError("--video films one env; drop --num-envs or set it to 1")
-    if device not in ("cpu", "cuda"):
-        raise SeqrlError(f"--device must be cpu or cuda, got {device!r}")
+@dataclass(frozen=True, kw_only=True)
+class RolloutOptions(Options):
+    """Everything `seqrl rollout` takes; `settings` are the agent's own (planner or policy), validated by its loader."""
+
+    env: str = option(help="Gymnasium MuJoCo env id, e.g. Hopper-v5.")
+    agent: str | None = option(
+        None, "Built-in agent: dt or tt (the env's bundled trained agent) or random; default: the env's bundled agent, "
+        "else random.", choices=BUILT_IN_AGENTS,
+    )
+    checkpoint: str | None = option(None, "Checkpoint directory (or hub id) of a TT planner or DT policy.")
+    dataset: str | None = option(None, "Dataset the checkpoint agent takes its statistics from, if it needs one.")
+    episodes: int = option(10, "Episodes to run; episode i uses seed SEED + i.", low=1, high=MAX_EPISODES)
+    seed: int = option(0, "Seed of episode 0 (env reset and the agent's random stream).", low=0, high=MAX_SEED)
+    max_steps: int | None = option(
+        None, "Cap on steps per episode; a capped episode ends truncated (default: the env's own limit).", low=1
+    )
+    num_envs: int = option(1, "Envs stepped together (one batched agent call per step).", low=1, high=1024)
+    log: Path | None = option(None, "Append one JSON line per finished episode to this file.")
+    resume: bool = option(False, "Skip the episodes --log already holds for these settings.")
+    record: Path | None = option(None, "Minari datasets root to record the episodes into.")
+    record_id: str | None = option(None, "Id of the recorded dataset (default: seqrl/<env name>/rollout-v0).")
+    device: str = option("cpu", "Where the agent's model runs: cpu or cuda.", choices=("cpu", "cuda"))
+    threads: int | None = option(None, "CPU threads for torch (default: torch's choice).", low=1, high=1024)
+    quiet: bool = option(False, "Print nothing but errors.")
+    video: Path | None = option(None, "Film the first episode offscreen into this MP4 file (needs seqrl[video]).")
+    settings: dict = option({}, "The agent's settings that override its checkpoint's (planner or policy).", cli=False)
+
+    def check(self) -> None:
+        """Flags that only make sense together, and seeds that stay in range."""
+        if self.agent is not None and self.checkpoint is not None:
+            raise SeqrlError("--agent and --checkpoint both given; pick one")
+        if self.dataset is not None and self.checkpoint is None:
+            raise SeqrlError("--dataset applies to --checkpoint agents; drop it or add --checkpoint DIR")
+        if self.resume and self.log is None:
+            raise SeqrlError("--resume continues a log; add --log FILE")
+        if self.record_id is not None and self.record is None:
+            raise SeqrlError("--record-id names the dataset that --record DIR writes; add --record DIR")
+        if self.video is not None and self.num_envs != 1:
+            raise SeqrlError("--video films one env; drop --num-envs or set it to 1")
+        if self.seed + self.episodes - 1 > MAX_SEED:
+            raise SeqrlError(f"--seed {self.seed} + --episodes {self.episodes} passes the largest seed {MAX_SEED}; lower --seed")
 
 
-def _make_agent(
-    env: gym.Env, agent: str | None, checkpoint: str | None, dataset: str | None, device: str, threads: int | None, options: dict[str, Any]
-) -> tuple[Agent, str, str]:
-    """The agent to run, its name for logs, and a line saying which agent runs."""
-    bundled = None
-    if checkpoint is None and agent != "random":
-        bundled = bundled_checkpoint(env.spec.id, agent)
-        if bundled is None and agent is not None:
-            shipped = ", ".join(bundled_methods(env.spec.id)) or "none"
-            raise SeqrlError(f"no bundled {agent} agent for {env.spec.id} (bundled: {shipped}); train one and pass --checkpoint DIR")
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SeqrlError("--device cuda but no CUDA GPU is visible; use --device cpu")
-    if checkpoint is not None or bundled is not None:
-        from seqrl.planners import load_agent
-
-        source = checkpoint if checkpoint is not None else str(bundled)
-        loaded = load_agent(source, env, dataset=dataset, device=device, **options)
-        name = checkpoint if checkpoint is not None else f"bundled:{bundled.name}"
-        return loaded, name, f"agent: {loaded.name} from {name}"
-    from seqrl.agents.random import RandomAgent
-
-    note = "" if agent is not None else f" (no trained agent is bundled for {env.spec.id}; pass --checkpoint DIR)"
-    return RandomAgent(env.action_space), "random", f"agent: random{note}"
+# Builds the agent to run on an env (one env: its spaces and spec) for these options: the agent, its name for
+# logs, and a line saying which agent runs. The planners package provides it (`seqrl.planners.choose_agent`).
+AgentFactory = Callable[[gym.Env, RolloutOptions], tuple[Agent, str, str]]
 
 
-def rollout(
-    env_id: str, agent: str | None, checkpoint: str | None, dataset: str | None, episodes: int, seed: int,
-    max_steps: int | None, num_envs: int, log: Path | None, resume: bool, record: Path | None, record_id: str | None,
-    device: str, threads: int | None, quiet: bool, video: Path | None, options: dict[str, Any],
-) -> int:
+def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
     """Run, log, record and summarise the episodes; return the exit status (0, or 128 + signal when interrupted)."""
-    _check_arguments(agent, checkpoint, dataset, episodes, max_steps, num_envs, log, resume, record, record_id, device, threads, video)
-    console = Console(quiet=quiet, highlight=False)
+    env_id, episodes, seed, log = options.env, options.episodes, options.seed, options.log
+    console = Console(quiet=options.quiet, highlight=False)
     interrupts = _Interrupts()
     env = episode_log = recorder = film = None
     results: list[EpisodeResult] = []
     status = 0
     try:
-        render_mode = None if video is None else "rgb_array"
+        render_mode = None if options.video is None else "rgb_array"
+        num_envs = options.num_envs
         env = make_env(env_id, render_mode) if num_envs == 1 else make_vector_env(env_id, num_envs)
         single_env = env if num_envs == 1 else env.envs[0]  # the spaces and spec that agents and recorder need
-        runner, name, which = _make_agent(single_env, agent, checkpoint, dataset, device, threads, options)
+        runner, name, which = make_agent(single_env, options)
         console.print(which)
-        config = {**runner.settings(), "max_steps": max_steps, "seqrl_version": __version__}
+        config = {**runner.settings(), "max_steps": options.max_steps, "seqrl_version": __version__}
         done = {}
         if log is not None:
             episode_log = EpisodeLog(log)
-            done = episode_log.finished(env_id, name, config, seed) if resume else {}
+            if episode_log.dropped_torn_line:
+                warning = f"warning: dropped the torn last line of {log} (a write cut short by a crash)"
+                Console(stderr=True, highlight=False).print(warning)  # even with --quiet: the file changed
+            done = episode_log.finished(env_id, name, config, seed) if options.resume else {}
         results = [record_result(record) for episode, record in done.items() if episode < episodes]
         if results:
             console.print(f"resuming: {len(results)} of {episodes} episodes are already in {log}")
-        if record is not None:
-            recorder = Recorder(record, record_id or default_record_id(env_id), single_env, name, resume=resume)
-        progress = RolloutProgress(episodes, len(results), Console(stderr=True), disable=quiet)
+        if options.record is not None:
+            record_id = options.record_id or default_record_id(env_id)
+            recorder = Recorder(options.record, record_id, single_env, name, resume=options.resume)
+        progress = RolloutProgress(episodes, len(results), Console(stderr=True), disable=options.quiet)
 
         pending = [episode for episode in range(episodes) if episode not in done]
-        if video is not None and pending:
-            film = EpisodeVideo(video, env, pending[0])
+        if options.video is not None and pending:
+            film = EpisodeVideo(options.video, env, pending[0])
 
         def on_step(step: Step) -> None:
             progress.on_step(step)
@@ -150,7 +145,7 @@ def rollout(
                 film.add_frame(step.episodes)
 
         with progress:
-            for result in run_episodes(runner, env, pending, seed, max_steps, on_step):
+            for result in run_episodes(runner, env, pending, seed, options.max_steps, on_step):
                 with interrupts.held():  # a finished episode is saved whole, or the signal waits
                     if recorder is not None:
                         recorder.save(result)
@@ -170,12 +165,13 @@ def rollout(
             env.close()
         if episode_log is not None:
             episode_log.close()
-    _report(console, env_id, results, episodes, log, record, recorder, film, status)
+    _report(console, options, results, recorder, film, status)
     return status
 
 
-def _report(console: Console, env_id: str, results: list[EpisodeResult], episodes: int, log: Path | None,
-            record: Path | None, recorder: Recorder | None, film: EpisodeVideo | None, status: int) -> None:
+def _report(console: Console, options: RolloutOptions, results: list[EpisodeResult], recorder: Recorder | None,
+            film: EpisodeVideo | None, status: int) -> None:
+    env_id, episodes, log, record = options.env, options.episodes, options.log, options.record
     if results:
         console.print(summary_table(results, f"{env_id}: {len(results)} of {episodes} episodes"))
     if log is not None and results:

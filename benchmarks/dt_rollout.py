@@ -22,7 +22,7 @@ from seqrl import DecisionTransformerConfig, DecisionTransformerModel
 from seqrl.agents.loop import run_episodes
 from seqrl.envs.make import make_env, make_vector_env
 from seqrl.planners import load_agent
-from seqrl.planners.checkpoint import META_FILE, write_json
+from seqrl.planners.metadata import META_FILE, write_json
 
 ENV_ID = "HalfCheetah-v5"
 CONTEXT = 20

@@ -140,8 +140,8 @@ def table_row(name: str, run: Run, checkpoint: Path, records: list[dict]) -> str
 
 def bundle(run: Run, checkpoint: Path) -> None:
     """Copy the checkpoint's inference files into the package as the env's bundled agent, with its planner settings."""
-    from seqrl.envs.scores import env_family
-    from seqrl.planners.checkpoint import write_json
+    from seqrl.envs.families import env_family
+    from seqrl.planners.metadata import write_json
 
     target = REPO / "agents" / "checkpoints" / f"{env_family(run.env_id)}-{run.method}"
     shutil.rmtree(target, ignore_errors=True)

@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike
 
 from seqrl import SeqrlError
 from seqrl.envs.make import check_box_spaces
-from seqrl.envs.scores import normalized_score
+from seqrl.envs.families import normalized_score
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 # Everything a pickle of numpy arrays needs; anything else could run code on load, so it is refused.

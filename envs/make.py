@@ -61,3 +61,11 @@ def _log_mujoco_warning(message: str) -> None:
     # Called from MuJoCo's C code: it must not raise, so log rather than warnings.warn (which -W error turns into a raise).
     if KNOWN_HARMLESS_WARNING not in message:
         log.warning("MuJoCo warning: %s", message)
+
+
+def env_identity(env: gym.Env | gym.vector.VectorEnv) -> tuple[str | None, gym.Space, gym.Space]:
+    """The env id and the observation and action spaces of one env, for a single or a vector env alike."""
+    if isinstance(env, gym.vector.VectorEnv):
+        spec = env.get_attr("spec")[0]
+        return (spec.id if spec else None), env.single_observation_space, env.single_action_space
+    return (env.spec.id if env.spec else None), env.observation_space, env.action_space

@@ -2,7 +2,6 @@
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -16,11 +15,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from seqrl import SeqrlError
+from seqrl.planners.metadata import CONFIG_FILE, read_json, write_json
 
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_WEIGHTS_FILE = "pytorch_model.bin"
-META_FILE = "seqrl.json"
 
 
 def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
@@ -47,24 +45,6 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
             f"checkpoint {name} is no local directory, and fetching it as a Hugging Face hub id failed "
             f"({type(error).__name__}); check the path, or pass a local checkpoint directory"
         ) from None
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`, or a one-line error naming the file."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise SeqrlError(f"{path} is missing; is this a seqrl or Hugging Face checkpoint directory?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SeqrlError(f"{path} is not valid JSON ({error}); re-save the checkpoint") from None
-    if not isinstance(data, dict):
-        raise SeqrlError(f"{path} must hold a JSON object")
-    return data
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` as indented JSON."""
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def weights_file(directory: Path) -> Path:

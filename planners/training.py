@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import os
 import pickle
 import time
 from collections.abc import Callable, Sequence
@@ -18,31 +19,15 @@ from torch import nn
 
 from seqrl import SeqrlError
 from seqrl.envs.datasets import OfflineDataset, load_dataset
-from seqrl.planners.checkpoint import META_FILE, PretrainedModel, atomic_directory, read_json
+from seqrl.agents.options import spec_of
+from seqrl.planners.checkpoint import PretrainedModel, atomic_directory
+from seqrl.planners.device import resolve_device, set_threads
+from seqrl.planners.metadata import META_FILE, CheckpointMeta, read_json
+from seqrl.planners.train_options import RunArgs
 
 TRAINING_STATE_FILE = "training_state.pt"
 METRICS_FILE = "metrics.jsonl"
 Batch = Sequence[torch.Tensor]
-
-
-@dataclass(kw_only=True)
-class RunArgs:
-    """The options every `seqrl train` command shares: data, output, seeding, device and cadence."""
-
-    dataset: str
-    out: str
-    holdout: float = 0.05  # fraction of episodes held out for the held-out loss
-    seed: int = 42
-    device: str = "auto"
-    eval_every: int = 500
-    save_every: int = 1000
-    threads: int | None = None
-    resume: bool = False
-    quiet: bool = False
-
-
-# Options that may change when resuming: where and how a run runs; a method adds its own (its length).
-RESUMABLE = {"out", "device", "threads", "eval_every", "save_every", "resume", "quiet"}
 
 
 def training_results(summary: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -55,19 +40,6 @@ def training_results(summary: dict[str, Any], device: torch.device) -> dict[str,
         "train_time_s": summary.get("elapsed"),
         "device": str(device),
     }
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for `--device`: 'auto' picks CUDA when available; an unusable device is a one-line error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SeqrlError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SeqrlError(f"--device {name} asked for CUDA but torch sees no GPU here; use --device cpu")
-    return device
 
 
 def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
@@ -125,13 +97,14 @@ def split_episodes(count: int, fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-def start_run(args: RunArgs, kind: str, resumable: set[str]) -> tuple[Path, torch.device, OfflineDataset]:
-    """Check a new or resumed run of `seqrl train <kind>`, set threads and seed; its out dir, device and dataset."""
+def start_run(args: RunArgs, kind: str, meta_class: type[CheckpointMeta]) -> tuple[Path, torch.device, OfflineDataset]:
+    """Check a new or resumed training run, set threads and seed; its out dir, device and dataset."""
     out = Path(args.out)
+    if args.datasets_root is not None:
+        os.environ["MINARI_DATASETS_PATH"] = str(args.datasets_root)
     if args.resume:
-        check_resumable(out, kind, dataclasses.asdict(args), resumable)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+        check_resumable(out, args, kind, meta_class)
+    set_threads(args.threads)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     dataset = load_dataset(args.dataset)
@@ -151,18 +124,20 @@ def fresh_output_directory(out: Path) -> None:
     (out / METRICS_FILE).write_text("")
 
 
-def check_resumable(out: Path, kind: str, given: dict[str, Any], resumable: set[str]) -> None:
-    """Refuse to resume a run of another kind, or one whose options outside `resumable` differ from the saved ones."""
-    meta = read_json(out / META_FILE)
-    saved = meta.get("training")
-    if meta.get("kind") != kind or not isinstance(saved, dict):
-        raise SeqrlError(f"{out} is not a run of `seqrl train {kind}` (kind {meta.get('kind')!r}); pass that run's --out")
-    changed = [name for name in given if name not in resumable and saved.get(name) != given[name]]
+def check_resumable(out: Path, args: RunArgs, kind: str, meta_class: type[CheckpointMeta]) -> None:
+    """Refuse to resume a run of another kind, or one whose options (but the resumable ones) differ from the saved ones."""
+    meta = meta_class.from_dict(read_json(out / META_FILE), str(out / META_FILE))
+    if meta.kind != kind or not meta.training:
+        raise SeqrlError(f"{out} is not a run of `seqrl train {kind}` (kind {meta.kind!r}); pass that run's --out")
+    given = args.to_dict()
+    changed = []
+    for run_option in dataclasses.fields(args):
+        name = run_option.name
+        saved = meta.training.get(name, run_option.default)  # an option newer than the run was saved with its default
+        if not spec_of(run_option).resumable and saved != given[name]:
+            changed.append(f"--{name.replace('_', '-')} {given[name]} (was {saved})")
     if changed:
-        listing = ", ".join(f"--{name.replace('_', '-')} {given[name]} (was {saved.get(name)})" for name in changed)
-        raise SeqrlError(f"cannot resume {out} with changed options: {listing}; repeat the original options")
-
-
+        raise SeqrlError(f"cannot resume {out} with changed options: {', '.join(changed)}; repeat the original options")
 @dataclass
 class Trainer:
     """Steps of loss, backward, clipped AdamW and lr schedule, with held-out loss in metrics.jsonl and atomic saves."""

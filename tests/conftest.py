@@ -1,4 +1,4 @@
-"""Shared fixtures: the installed `seqrl` command, run in a scratch directory, and the shared datasets."""
+"""Shared fixtures: the installed `seqrl` command, run the same way by every test, and the shared datasets."""
 
 import os
 import subprocess
@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# SEQRL_DATASETS (when set and not empty) overrides the checkout's ../shared/datasets
 SHARED_DATASETS = Path(os.environ.get("SEQRL_DATASETS") or Path(__file__).parents[1].parent / "shared" / "datasets")
+SeqrlRunner = Callable[..., subprocess.CompletedProcess]
 
 
 @pytest.fixture(scope="session")
@@ -18,12 +20,24 @@ def seqrl_command() -> Path:
     return Path(sys.executable).parent / "seqrl"
 
 
-@pytest.fixture
-def seqrl(seqrl_command: Path, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
-    """Run the installed `seqrl` command with these arguments in tmp_path; returns the finished process."""
+@pytest.fixture(scope="session")
+def run_seqrl(seqrl_command: Path) -> SeqrlRunner:
+    """Run the installed `seqrl` with these arguments (in `cwd`, with `env` added); returns the finished process."""
 
-    def run(*args: object, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([seqrl_command, *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    def run(*args: object, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120):
+        environment = {**os.environ, "COLUMNS": "200", **(env or {})}
+        command = [str(seqrl_command), *map(str, args)]
+        return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def seqrl(run_seqrl: SeqrlRunner, tmp_path: Path) -> SeqrlRunner:
+    """`run_seqrl` in the test's tmp_path."""
+
+    def run(*args: object, **options: object) -> subprocess.CompletedProcess:
+        return run_seqrl(*args, cwd=tmp_path, **options)
 
     return run
 
@@ -31,7 +45,7 @@ def seqrl(seqrl_command: Path, tmp_path: Path) -> Callable[..., subprocess.Compl
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """The shared Minari datasets root (SEQRL_DATASETS, else ../shared/datasets); skips the test when absent."""
-    if not SHARED_DATASETS.is_dir():
+    if not (SHARED_DATASETS / "zoo").is_dir():
         pytest.skip(f"no shared datasets at {SHARED_DATASETS}")
     return SHARED_DATASETS
 

@@ -9,6 +9,13 @@ from seqrl.planners.checkpoint import file_digest
 
 BUNDLED = sorted(path.name for path in BUNDLED_ROOT.iterdir() if path.is_dir()) if BUNDLED_ROOT.is_dir() else []
 ENV_OF = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5", "ant": "Ant-v5"}
+STEPS = 60  # long enough for a random Hopper to fall (after about 20 steps) and a trained one to move on
+MARGIN = 50.0  # over the best random episode's return
+
+
+def read_log(path) -> list[dict]:
+    """The records of an episode log."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "HalfCheetah-v5"])
@@ -31,19 +38,22 @@ def test_each_bundled_agent_is_the_default_and_acts(seqrl, tmp_path, name):
     family, method = name.rsplit("-", 1)
     env_id = ENV_OF[family]
     default = bundled_checkpoint(env_id)
-    explicit = seqrl("rollout", "--env", env_id, "--agent", method, "--episodes", 2, "--max-steps", 30,
-                     "--threads", 1, "--log", "explicit.jsonl")
+    common = ("--env", env_id, "--episodes", 2, "--num-envs", 2, "--max-steps", STEPS, "--threads", 1)
+    explicit = seqrl("rollout", *common, "--agent", method, "--log", "explicit.jsonl")
     assert explicit.returncode == 0, explicit.stderr
     assert f"from bundled:{name}" in explicit.stdout
-    records = [json.loads(line) for line in (tmp_path / "explicit.jsonl").read_text().splitlines()]
-    assert [r["length"] for r in records] == [30, 30] or any(r["terminated"] for r in records)
+    records = read_log(tmp_path / "explicit.jsonl")
     assert records[0]["config"]["checkpoint_digest"] == file_digest(BUNDLED_ROOT / name / "model.safetensors")
+    # a trained agent stays up for the whole window and earns more than a random one on the same seeds
+    assert seqrl("rollout", *common, "--agent", "random", "--log", "random.jsonl").returncode == 0
+    random_best = max(r["return"] for r in read_log(tmp_path / "random.jsonl"))
+    assert [r["length"] for r in records] == [STEPS, STEPS]
+    assert min(r["return"] for r in records) > random_best + MARGIN, (records, random_best)
 
     if default.name == name:  # with no --agent, the env's default bundled agent runs and gives the same episodes
-        implicit = seqrl("rollout", "--env", env_id, "--episodes", 2, "--max-steps", 30, "--threads", 1, "--log", "implicit.jsonl")
+        implicit = seqrl("rollout", *common, "--log", "implicit.jsonl")
         assert implicit.returncode == 0, implicit.stderr
-        again = [json.loads(line) for line in (tmp_path / "implicit.jsonl").read_text().splitlines()]
-        assert [r["return"] for r in again] == [r["return"] for r in records]
+        assert [r["return"] for r in read_log(tmp_path / "implicit.jsonl")] == [r["return"] for r in records]
 
 
 def test_asking_for_a_method_that_is_not_bundled_is_a_one_line_error(seqrl):

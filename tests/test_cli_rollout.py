@@ -97,6 +97,7 @@ def test_resume_skips_logged_episodes_and_tolerates_a_torn_line(seqrl, tmp_path)
         file.write('{"env_id": "Hopper-v5", "epis')  # a line cut short by a crash
     done = seqrl(*common, "--episodes", 4, "--log", "resumed.jsonl", "--resume")
     assert done.returncode == 0, done.stderr
+    assert "dropped the torn last line" in done.stderr
     resumed = read_log(tmp_path / "resumed.jsonl")
     assert [r["episode"] for r in resumed] == [0, 1, 2, 3]
     assert returns(resumed) == returns(read_log(tmp_path / "fresh.jsonl"))
@@ -113,10 +114,27 @@ def test_resume_with_other_settings_is_an_error(seqrl, tmp_path):
 
 def test_log_with_a_corrupt_middle_line_is_an_error(tmp_path):
     path = tmp_path / "runs.jsonl"
-    path.write_text('{"episode": 0}\nnot json\n{"episode": 1}\n')
+    text = '{"episode": 0, "return": 1.0}\nnot json\n{"episode": 1, "return": 2.0}\n'
+    path.write_text(text)
     with pytest.raises(SeqrlError, match="line 2 is not a JSON object"):
         EpisodeLog(path)
-    assert path.read_text() == '{"episode": 0}\nnot json\n{"episode": 1}\n'
+    assert path.read_text() == text
+
+
+@pytest.mark.parametrize("text", ["my notes", "my notes\n", '{"episode": 0, "return": 1.0}\n{"a": 1}'])
+def test_a_file_that_is_not_an_episode_log_is_never_changed(seqrl, tmp_path, text):
+    (tmp_path / "notes.txt").write_text(text)
+    done = seqrl("rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", 1, "--max-steps", 5, "--log", "notes.txt")
+    assert done.returncode == 1 and "is this a seqrl episode log?" in done.stderr
+    assert (tmp_path / "notes.txt").read_text() == text
+
+
+def test_a_second_writer_of_one_log_is_refused(tmp_path):
+    first = EpisodeLog(tmp_path / "runs.jsonl")
+    with pytest.raises(SeqrlError, match="another seqrl run is writing"):
+        EpisodeLog(tmp_path / "runs.jsonl")
+    first.close()
+    EpisodeLog(tmp_path / "runs.jsonl").close()  # free again once the first one closed
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ import os
 import pickle
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,9 +17,8 @@ from minari.storage.datasets_root_dir import get_dataset_path
 from seqrl import SeqrlError
 from seqrl.envs.datasets import datasets_root, load_dataset, local_dataset_ids
 from seqrl.envs.make import make_env
-from seqrl.envs.scores import normalized_score
+from seqrl.envs.families import normalized_score
 
-SHARED_DATASETS = Path(os.environ.get("SEQRL_DATASETS") or Path(__file__).parents[1].parent / "shared" / "datasets")
 MINARI_ID = "test/hopper/tiny-v0"
 
 
@@ -276,21 +274,16 @@ def test_pickles_that_would_run_code_are_refused(tmp_path):
     assert not marker.exists()
 
 
-def shared_readme_rows() -> list[tuple]:
-    readme = SHARED_DATASETS / "README.md"
-    if not readme.exists():
-        return []
+def shared_readme_rows(root: Path) -> list[tuple]:
+    """The dataset rows of the shared datasets' README table."""
     row = r"^\| `([^`]+)` \| (\S+) \| [^|]+ \| ([\d,]+) \| ([\d,]+) \| (-?\d+) ± (\d+) \((-?\d+)\.\.(-?\d+)\) \|$"
-    return re.findall(row, readme.read_text(), flags=re.MULTILINE)
+    return re.findall(row, (root / "README.md").read_text(), flags=re.MULTILINE)
 
 
-needs_shared = pytest.mark.skipif(not shared_readme_rows(), reason=f"no shared datasets at {SHARED_DATASETS}")
-
-
-@needs_shared
-def test_shared_datasets_match_their_readme(monkeypatch):
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(SHARED_DATASETS))
-    rows = shared_readme_rows()
+def test_shared_datasets_match_their_readme(monkeypatch, shared_datasets):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(shared_datasets))
+    rows = shared_readme_rows(shared_datasets)
+    assert rows
     for dataset_id, env_id, episodes, steps, mean, std, low, high in rows:
         dataset = load_dataset(dataset_id)
         assert dataset.env_id == env_id
@@ -302,10 +295,10 @@ def test_shared_datasets_match_their_readme(monkeypatch):
         assert np.isfinite(dataset.observation_std).all() and (dataset.observation_std > 0).all()
 
 
-@needs_shared
-def test_shared_medium_expert_combines(monkeypatch):
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(SHARED_DATASETS))
-    counts = {dataset_id: (int(e.replace(",", "")), int(s.replace(",", ""))) for dataset_id, _, e, s, *_ in shared_readme_rows()}
+def test_shared_medium_expert_combines(monkeypatch, shared_datasets):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(shared_datasets))
+    rows = shared_readme_rows(shared_datasets)
+    counts = {dataset_id: (int(e.replace(",", "")), int(s.replace(",", ""))) for dataset_id, _, e, s, *_ in rows}
     dataset = load_dataset("zoo/hopper/medium-v0,zoo/hopper/expert-v0")
     medium, expert = counts["zoo/hopper/medium-v0"], counts["zoo/hopper/expert-v0"]
     assert len(dataset.episodes) == medium[0] + expert[0]
@@ -313,25 +306,19 @@ def test_shared_medium_expert_combines(monkeypatch):
     assert dataset.env_id == "Hopper-v5"
 
 
-def run_seqrl(*args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "COLUMNS": "200", **env}
-    return subprocess.run(["seqrl", *args], capture_output=True, text=True, env=environment, timeout=120)
-
-
-@needs_shared
-def test_seqrl_datasets_lists_the_shared_root():
-    result = run_seqrl("datasets", "--root", str(SHARED_DATASETS))
+def test_seqrl_datasets_lists_the_shared_root(seqrl, shared_datasets):
+    result = seqrl("datasets", "--root", str(shared_datasets))
     assert result.returncode == 0, result.stderr
-    for dataset_id, env_id, episodes, steps, mean, std, low, high in shared_readme_rows():
+    for dataset_id, env_id, episodes, steps, mean, std, low, high in shared_readme_rows(shared_datasets):
         line = next(line for line in result.stdout.splitlines() if dataset_id in line)
         assert line.split()[1:6] == [episodes, steps, mean, "±", std], line
         assert f"{low}..{high}" in line
         assert env_id in result.stdout
 
 
-def test_seqrl_datasets_uses_minari_datasets_path(tmp_path, rollouts):
+def test_seqrl_datasets_uses_minari_datasets_path(tmp_path, rollouts, seqrl):
     write_minari(tmp_path, MINARI_ID, rollouts)
-    result = run_seqrl("datasets", MINARI_DATASETS_PATH=str(tmp_path))
+    result = seqrl("datasets", env={"MINARI_DATASETS_PATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if MINARI_ID in line)
     steps = sum(len(e["actions"]) for e in rollouts)
@@ -339,15 +326,15 @@ def test_seqrl_datasets_uses_minari_datasets_path(tmp_path, rollouts):
     assert "Hopper-v5" in result.stdout
 
 
-def test_seqrl_datasets_reports_bad_roots_and_datasets(tmp_path, rollouts):
-    missing = run_seqrl("datasets", "--root", str(tmp_path / "nowhere"))
+def test_seqrl_datasets_reports_bad_roots_and_datasets(tmp_path, rollouts, seqrl):
+    missing = seqrl("datasets", "--root", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
     (tmp_path / "empty").mkdir()
-    empty = run_seqrl("datasets", "--root", str(tmp_path / "empty"))
+    empty = seqrl("datasets", "--root", str(tmp_path / "empty"))
     assert empty.returncode == 0 and "no Minari datasets" in empty.stdout
     write_minari(tmp_path / "mixed", MINARI_ID, rollouts)
     broken = write_minari(tmp_path / "mixed", "test/hopper/broken-v0", rollouts)
     truncated_copy(broken / "data" / "main_data.hdf5")
-    mixed = run_seqrl("datasets", "--root", str(tmp_path / "mixed"))
+    mixed = seqrl("datasets", "--root", str(tmp_path / "mixed"))
     assert mixed.returncode == 1 and MINARI_ID in mixed.stdout
     assert "broken-v0" in mixed.stderr and len(mixed.stderr.strip().splitlines()) == 1

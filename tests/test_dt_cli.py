@@ -1,7 +1,6 @@
 """`seqrl rollout` with Decision Transformer checkpoints: target return, statistics from a dataset, errors."""
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -9,9 +8,6 @@ import pytest
 import torch
 
 from seqrl import DecisionTransformerConfig, DecisionTransformerModel
-
-DATASETS = Path(os.environ.get("SEQRL_DATASETS", Path(__file__).parents[1].parent / "shared" / "datasets"))
-
 
 def plain_hopper_checkpoint(directory: Path) -> Path:
     """A small random DT saved as a plain Hugging Face directory (no seqrl.json) for Hopper."""
@@ -21,19 +17,22 @@ def plain_hopper_checkpoint(directory: Path) -> Path:
     return directory
 
 
-def rollout(*arguments: str, env_id: str = "Hopper-v5", env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the installed `seqrl rollout` command."""
-    command = ["seqrl", "rollout", "--env", env_id, "--threads", "1", "--quiet", *arguments]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+@pytest.fixture
+def rollout(seqrl):
+    """Run the installed `seqrl rollout` command on an env, one thread, quiet."""
+
+    def run(*arguments: str, env_id: str = "Hopper-v5", env: dict | None = None) -> subprocess.CompletedProcess:
+        return seqrl("rollout", "--env", env_id, "--threads", "1", "--quiet", *arguments, env=env)
+
+    return run
 
 
-@pytest.mark.skipif(not (DATASETS / "zoo" / "hopper" / "medium-v0").is_dir(), reason=f"no Hopper dataset under {DATASETS}")
-def test_plain_checkpoint_rolls_out_with_dataset_statistics(tmp_path):
+def test_plain_checkpoint_rolls_out_with_dataset_statistics(tmp_path, rollout, shared_datasets):
     checkpoint = plain_hopper_checkpoint(tmp_path / "ckpt")
     log = tmp_path / "episodes.jsonl"
     result = rollout("--checkpoint", str(checkpoint), "--dataset", "zoo/hopper/medium-v0", "--target-return", "1234",
                      "--episodes", "2", "--num-envs", "2", "--max-steps", "25", "--log", str(log),
-                     env={"MINARI_DATASETS_PATH": str(DATASETS)})
+                     env={"MINARI_DATASETS_PATH": str(shared_datasets)})
     assert result.returncode == 0, result.stderr
     episodes = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(episodes) == 2
@@ -43,14 +42,14 @@ def test_plain_checkpoint_rolls_out_with_dataset_statistics(tmp_path):
         assert episode["config"]["checkpoint_digest"]
 
 
-def test_plain_checkpoint_without_dataset_is_a_one_line_error(tmp_path):
+def test_plain_checkpoint_without_dataset_is_a_one_line_error(tmp_path, rollout):
     result = rollout("--checkpoint", str(plain_hopper_checkpoint(tmp_path / "ckpt")), "--episodes", "1")
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error:") and "--dataset" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_checkpoint_for_another_env_is_a_one_line_error(tmp_path):
+def test_checkpoint_for_another_env_is_a_one_line_error(tmp_path, rollout):
     result = rollout("--checkpoint", str(plain_hopper_checkpoint(tmp_path / "ckpt")), "--episodes", "1", env_id="HalfCheetah-v5")
     assert result.returncode == 1
     assert "state_dim 11" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ import torch
 from seqrl import DecisionTransformerConfig, DecisionTransformerModel, SeqrlError
 from seqrl.envs.make import make_env
 from seqrl.planners import load_agent
-from seqrl.planners.checkpoint import write_json
+from seqrl.planners.metadata import write_json
 
 DIMS = {"HalfCheetah-v5": (17, 6), "Hopper-v5": (11, 3)}
 

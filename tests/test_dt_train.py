@@ -32,10 +32,14 @@ def dataset(tmp_path_factory) -> str:
     return str(path)
 
 
-def train(dataset: str, out, steps: int, *extra: str) -> subprocess.CompletedProcess:
-    """Run the installed `seqrl train dt` command."""
-    command = ["seqrl", "train", "dt", "--dataset", dataset, "--out", str(out), "--steps", str(steps), *TINY, *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+@pytest.fixture(scope="module")
+def train(run_seqrl):
+    """Run the installed `seqrl train dt` command with the tiny model."""
+
+    def run(dataset: str, out, steps: int, *extra: str) -> subprocess.CompletedProcess:
+        return run_seqrl("train", "dt", "--dataset", dataset, "--out", out, "--steps", steps, *TINY, *extra)
+
+    return run
 
 
 def records(out) -> list[dict]:
@@ -64,7 +68,7 @@ def test_windows_are_left_padded_slices_with_returns_to_go():
         assert time[5 - n:].tolist() == np.minimum(t, 19).tolist()
 
 
-def test_training_lowers_loss_and_resumes_exactly(dataset, tmp_path):
+def test_training_lowers_loss_and_resumes_exactly(dataset, tmp_path, train):
     straight = train(dataset, tmp_path / "straight", 40)
     assert straight.returncode == 0, straight.stderr
     metrics = records(tmp_path / "straight")
@@ -90,7 +94,7 @@ def test_training_lowers_loss_and_resumes_exactly(dataset, tmp_path):
         np.testing.assert_array_equal(resumed[name], tensor, err_msg=name)
 
 
-def test_resume_with_changed_options_is_refused(dataset, tmp_path):
+def test_resume_with_changed_options_is_refused(dataset, tmp_path, train):
     assert train(dataset, tmp_path / "run", 10).returncode == 0
     changed = train(dataset, tmp_path / "run", 20, "--resume", "--hidden-size", "32")
     assert changed.returncode == 1
@@ -100,13 +104,13 @@ def test_resume_with_changed_options_is_refused(dataset, tmp_path):
     assert again.returncode == 1 and "--resume" in again.stderr
 
 
-def test_decay_steps_anneals_the_learning_rate_to_zero(dataset, tmp_path):
+def test_decay_steps_anneals_the_learning_rate_to_zero(dataset, tmp_path, train):
     decayed = train(dataset, tmp_path / "decayed", 40, "--decay-steps", "40")
     assert decayed.returncode == 0, decayed.stderr
     rates = [m["lr"] for m in records(tmp_path / "decayed")]
     assert all(later < earlier for earlier, later in zip(rates, rates[1:])) and rates[0] < 3e-3
     assert rates[-1] == pytest.approx(0.0, abs=1e-9)
-    flat = train(dataset, tmp_path / "flat", 20)
+    assert train(dataset, tmp_path / "flat", 20).returncode == 0
     assert [m["lr"] for m in records(tmp_path / "flat")] == pytest.approx([3e-3, 3e-3])
     early = train(dataset, tmp_path / "early", 20, "--decay-steps", "2")
     assert early.returncode == 1 and early.stderr.strip() == "error: --decay-steps 2 must come after --warmup-steps 2"

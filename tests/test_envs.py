@@ -1,6 +1,5 @@
-"""seqrl.envs.make and seqrl.envs.scores on real MuJoCo environments."""
+"""seqrl.envs.make and seqrl.envs.families on real MuJoCo environments."""
 
-import os
 import re
 import subprocess
 import sys
@@ -12,9 +11,10 @@ import pytest
 
 from seqrl import SeqrlError
 from seqrl.envs.make import check_box_spaces, make_env, make_vector_env
-from seqrl.envs.scores import REFERENCE_RETURNS, normalized_score
+from seqrl.envs.families import FAMILIES, dt_target_return, normalized_score
 
-SHARED_DATASETS = Path(os.environ.get("SEQRL_DATASETS") or Path(__file__).parents[1].parent / "shared" / "datasets")
+REFERENCE_RETURNS = {name: (family.random_return, family.expert_return) for name, family in FAMILIES.items()}
+
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5"])
@@ -126,9 +126,12 @@ def test_normalized_score_is_none_without_reference_returns(env_id):
     assert normalized_score(env_id, 1000.0) is None
 
 
-def test_reference_returns_match_the_shared_datasets_readme():
-    readme = SHARED_DATASETS / "README.md"
-    if not readme.exists():
-        pytest.skip(f"no shared datasets at {SHARED_DATASETS}")
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "hopper-medium-v2", "HOPPER-expert-v2", "d4rl/hopper-v0"])
+def test_dt_target_return_is_found_for_every_spelling_of_a_family(env_id):
+    assert dt_target_return(env_id) == 3600.0
+
+
+def test_reference_returns_match_the_shared_datasets_readme(shared_datasets):
+    readme = shared_datasets / "README.md"
     found = re.findall(r"(\w+)\s+random\s+(-?\d+(?:\.\d+)?),\s+expert\s+(-?\d+(?:\.\d+)?)", readme.read_text())
     assert {name.lower(): (float(random), float(expert)) for name, random, expert in found} == REFERENCE_RETURNS

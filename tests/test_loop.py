@@ -11,7 +11,7 @@ import pytest
 from seqrl.agents.loop import Step, evaluate, run_episodes
 from seqrl.agents.random import RandomAgent
 from seqrl.envs.make import make_env, make_vector_env
-from seqrl.envs.scores import normalized_score
+from seqrl.envs.families import normalized_score
 
 
 class SpyAgent(RandomAgent):

@@ -26,7 +26,8 @@ def test_plot_draws_returns_from_a_rollout_log(tmp_path, seqrl):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(None, "not found"), ("not json\n{}\n", "is not a JSON line"), ('{"a": 1}\n', "has no 'episode'/'return'")],
+    [(None, "not found"), ("not json\n{}\n", "line 1 is not a JSON object of an episode"),
+     ('{"a": 1}\n', "line 1 is not a JSON object of an episode")],
 )
 def test_plot_rejects_bad_logs_in_one_line(tmp_path, seqrl, content, message):
     log = tmp_path / "runs.jsonl"
@@ -40,8 +41,8 @@ def test_plot_rejects_bad_logs_in_one_line(tmp_path, seqrl, content, message):
 
 def test_plot_skips_a_torn_last_line(tmp_path, seqrl):
     log = tmp_path / "runs.jsonl"
-    record = {"agent": "random", "env_id": "Hopper-v5", "episode": 0, "return": 12.5, "normalized_score": 1.0}
-    log.write_text(json.dumps(record) + "\n" + '{"agent": "rand')
+    record = {"env_id": "Hopper-v5", "agent": "random", "episode": 0, "return": 12.5, "normalized_score": 1.0}
+    log.write_text(json.dumps(record) + "\n" + '{"env_id": "Hop')
     run = seqrl("plot", str(log), "-o", str(tmp_path / "out.png"))
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "out.png").stat().st_size > 0

@@ -19,7 +19,8 @@ from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 from seqrl.planners.trajectory.decoding import CachedDecoder, window_start
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
 from seqrl.planners.trajectory.model import TrajectoryTransformerModel
-from seqrl.planners.trajectory.train import TrainArgs, train_tt
+from seqrl.planners.trajectory.options import TrainArgs
+from seqrl.planners.trajectory.train import train_tt
 
 OBS, ACT = 11, 3  # Hopper
 TRANSITION = OBS + ACT + 2
@@ -123,7 +124,7 @@ def test_window_crops_whole_transitions_like_the_original():
 def test_greedy_search_is_greedy_decoding_with_the_discounted_value(checkpoint):
     """With one beam and top-1 everything, the plan is greedy decoding over the cropped window."""
     env = hopper()
-    agent = load_agent(checkpoint, env, horizon=2, beam_width=1, n_expand=1, cdf_act="none", **TOP_1)
+    agent = load_agent(checkpoint, env, horizon=2, beam_width=1, n_expand=1, cdf_act=None, **TOP_1)
     observation, _ = env.reset(seed=3)
     agent.reset(seed=0)
     agent.act(observation)
@@ -188,7 +189,7 @@ def test_cached_logits_equal_a_full_window_recomputation(checkpoint, monkeypatch
 
     monkeypatch.setattr(planner_module, "CachedDecoder", CheckedDecoder)
     env = hopper()
-    agent = load_agent(checkpoint, env, horizon=4, beam_width=8, k_obs="none", cdf_act=0.6, max_context_transitions=2)
+    agent = load_agent(checkpoint, env, horizon=4, beam_width=8, k_obs=None, cdf_act=0.6, max_context_transitions=2)
     run_in_lockstep([agent], env, steps=6)
     assert seen["calls"] == 6 * (4 * (ACT + 2) + 3 * OBS)
     assert seen["slides"] > 6 and seen["distinct_beams"] > 8
@@ -277,7 +278,7 @@ def test_settings_come_from_defaults_then_checkpoint_then_options(checkpoint, tm
         if path.is_file():
             (custom / path.name).write_bytes(path.read_bytes())
     (custom / "seqrl.json").write_text(json.dumps({**meta, "planner": {"horizon": 7, "beam_width": 16, "cdf_act": None}}))
-    settings = load_agent(custom, env, beam_width="4", k_act="none", percentile="0.25").settings()
+    settings = load_agent(custom, env, beam_width=4, k_act=None, percentile=0.25).settings()
     assert (settings["horizon"], settings["beam_width"], settings["cdf_act"], settings["k_act"]) == (7, 4, None, None)
     assert settings["percentile"] == 0.25
 

@@ -4,7 +4,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import h5py
@@ -24,7 +23,8 @@ from seqrl.envs.datasets import Episode, load_dataset
 from seqrl.planners.info import describe_checkpoint
 from seqrl.planners.trajectory.data import TokenWindows, episode_transitions, token_windows
 from seqrl.planners.trajectory.discretizer import Discretizer
-from seqrl.planners.trajectory.train import TrainArgs, train_tt
+from seqrl.planners.trajectory.options import TrainArgs
+from seqrl.planners.trajectory.train import train_tt
 from seqrl.planners.training import EpochSampler, adamw, split_episodes, warmup_cosine
 
 TINY_MODEL = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--sequence-length", 3, "--n-bins", 10]
@@ -133,14 +133,13 @@ def write_tiny_dataset(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, seqrl_command) -> dict[str, Path]:
+def runs(tmp_path_factory, run_seqrl) -> dict[str, Path]:
     """Run A: 40 steps in one go; run B: 25 steps, then --resume to 40. Both from the same tiny dataset."""
     root = tmp_path_factory.mktemp("tt_train")
     dataset = write_tiny_dataset(root / "tiny.hdf5")
 
     def train(out: str, *extra: object) -> None:
-        args = [seqrl_command, "train", "tt", "--dataset", dataset, "--out", root / out, *TINY_RUN, *extra]
-        done = subprocess.run(list(map(str, args)), capture_output=True, text=True, timeout=120)
+        done = run_seqrl("train", "tt", "--dataset", dataset, "--out", root / out, *TINY_RUN, *extra)
         assert done.returncode == 0, done.stderr
 
     train("A", "--steps", 40)
@@ -233,14 +232,14 @@ def test_bad_directories_and_options_give_one_line_errors(runs, seqrl, tmp_path)
             describe_checkpoint(directory)
     tiny = dict(dataset=str(runs["dataset"]), n_layer=1, n_head=2, n_embd=32, sequence_length=3, n_bins=10, quiet=True)
     for args, message in [
-        (TrainArgs(**tiny, out=str(runs["A"]), steps=5), "pass --resume"),
-        (TrainArgs(**tiny, out=str(tmp_path / "empty"), steps=5, resume=True), "seqrl.json is missing"),
-        (TrainArgs(**{**tiny, "n_bins": 20}, out=str(runs["A"]), steps=50, resume=True), "--n-bins 20 (was 10)"),
-        (TrainArgs(**tiny, out=str(tmp_path / "new"), steps=5, epochs=1), "not both"),
-        (TrainArgs(**tiny, out=str(tmp_path / "new"), steps=5, precision="fp16"), "--precision must be fp32 or bf16"),
+        (dict(tiny, out=str(runs["A"]), steps=5), "pass --resume"),
+        (dict(tiny, out=str(tmp_path / "empty"), steps=5, resume=True), "seqrl.json is missing"),
+        (dict(tiny, n_bins=20, out=str(runs["A"]), steps=50, resume=True), "--n-bins 20 (was 10)"),
+        (dict(tiny, out=str(tmp_path / "new"), steps=5, epochs=1), "not both"),
+        (dict(tiny, out=str(tmp_path / "new"), steps=5, precision="fp16"), "precision got 'fp16'"),
     ]:
         with pytest.raises(SeqrlError, match=re.escape(message)):
-            train_tt(args)
+            train_tt(TrainArgs(**args))
     # the command prints such errors as one line and exit status 1
     train_again = ["train", "tt", "--dataset", runs["dataset"], "--out", runs["A"], *TINY_RUN, "--steps", 5]
     for args, message in [(["info", tmp_path / "empty"], "config.json is missing"), (train_again, "pass --resume")]:

@@ -1,5 +1,6 @@
 """Return-conditioned control with a Decision Transformer: every env slot keeps a rolling K-step history."""
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,18 +11,13 @@ import torch
 
 from seqrl import SeqrlError
 from seqrl.agents.base import Agent
-from seqrl.planners.checkpoint import META_FILE, file_digest, read_json, weights_file
+from seqrl.envs.families import dt_target_return
+from seqrl.envs.make import env_identity
+from seqrl.planners.checkpoint import file_digest, weights_file
+from seqrl.planners.decision.config import DecisionTransformerConfig
 from seqrl.planners.decision.model import DecisionTransformerModel
-from seqrl.planners.training import resolve_device
-
-TARGET_RETURNS = {"Hopper": 3600.0, "HalfCheetah": 12000.0, "Walker2d": 5000.0}  # the paper's evaluation targets
-CONTEXT_LENGTH = 20
-RETURN_SCALE = 1000.0
-
-
-def paper_target_return(env_id: str | None) -> float | None:
-    """The target return the DT paper used for this env family (e.g. "Hopper-v5" -> 3600), if any."""
-    return TARGET_RETURNS.get((env_id or "").split("-")[0])
+from seqrl.planners.decision.options import DecisionMeta, PolicySettings
+from seqrl.planners.metadata import META_FILE
 
 
 class DecisionTransformerPolicy(Agent):
@@ -35,9 +31,7 @@ class DecisionTransformerPolicy(Agent):
         state_mean: np.ndarray,
         state_std: np.ndarray,
         action_space: gym.spaces.Box,
-        target_return: float,
-        context_length: int = CONTEXT_LENGTH,
-        return_scale: float = RETURN_SCALE,
+        settings: PolicySettings,
         info: dict[str, Any] | None = None,
     ):
         self.model = model.eval()
@@ -47,12 +41,14 @@ class DecisionTransformerPolicy(Agent):
         self.low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
         self.high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
         self.action_dtype = action_space.dtype
-        self.target_return = float(target_return)
-        self.context_length = context_length
-        self.return_scale = float(return_scale)
+        if settings.target_return is None:
+            raise SeqrlError("the policy needs a target return; pass --target-return")
+        self.target_return = settings.target_return
+        self.context_length = settings.context_length
+        self.return_scale = settings.return_scale
         self.info = info or {}
         self.max_timestep = model.config.max_ep_len - 1
-        K = context_length
+        K = settings.context_length
         self.shapes = {  # per slot: the last K steps, oldest first, left-padded while the episode is younger than K
             "states": ((K, model.config.state_dim), torch.float32),
             "actions": ((K, model.config.act_dim), torch.float32),
@@ -132,60 +128,40 @@ class DecisionTransformerPolicy(Agent):
 
 
 def load_agent(
-    directory: Path,
-    env: gym.Env,
-    dataset: str | None = None,
-    device: str = "cpu",
-    target_return: float | None = None,
-    context_length: int | None = None,
-    return_scale: float | None = None,
-    **others: Any,
+    directory: Path, env: gym.Env, meta: DecisionMeta, dataset: str | None, device: torch.device, settings: dict[str, Any]
 ) -> DecisionTransformerPolicy:
     """The DT policy of a seqrl or plain Hugging Face checkpoint directory, checked against `env`."""
-    if others:
-        flags = ", ".join(f"--{name.replace('_', '-')}" for name in others)
-        raise SeqrlError(f"{flags}: not an option of Decision Transformer policies (they take --target-return); drop it")
-    directory = Path(directory)
     model = DecisionTransformerModel.from_pretrained(directory)
     config = model.config
-    meta = read_json(directory / META_FILE) if (directory / META_FILE).exists() else {}
-    env_id = env.spec.id if env.spec else meta.get("env_id")
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    env_id, observation_space, action_space = env_identity(env)
+    env_id = env_id or meta.env_id
+    obs_dim, act_dim = observation_space.shape[0], action_space.shape[0]
     if (obs_dim, act_dim) != (config.state_dim, config.act_dim):
         raise SeqrlError(
             f"checkpoint {directory} expects state_dim {config.state_dim} and act_dim {config.act_dim} but {env_id} has "
             f"{obs_dim} and {act_dim}; pass the env the checkpoint was trained on"
         )
     state_mean, state_std, stats_source = _state_statistics(directory, meta, dataset, config.state_dim)
-    defaults = meta.get("policy", {})
-    target_return = _first(target_return, defaults.get("target_return"), paper_target_return(env_id))
-    if target_return is None:
-        raise SeqrlError(f"no default target return for {env_id}; pass --target-return")
-    context_length = int(_first(context_length, defaults.get("context_length"), CONTEXT_LENGTH))
-    if not 1 <= 3 * context_length <= config.n_positions:
-        raise SeqrlError(f"context length {context_length} must be between 1 and n_positions/3 = {config.n_positions // 3}")
+    # the defaults < seqrl.json's "policy" block < `settings`; an unset target return is the paper's for the env
+    stored = PolicySettings.from_dict(meta.policy, f"{directory / META_FILE} policy")
+    policy_settings = dataclasses.replace(stored, **settings)
+    if policy_settings.target_return is None:
+        target = dt_target_return(env_id)
+        if target is None:
+            raise SeqrlError(f"no default target return for {env_id}; pass --target-return")
+        policy_settings = dataclasses.replace(policy_settings, target_return=target)
+    if 3 * policy_settings.context_length > config.n_positions:
+        raise SeqrlError(
+            f"context length {policy_settings.context_length} is over n_positions/3 = {config.n_positions // 3}; lower it"
+        )
     info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights_file(directory)), "state_statistics": stats_source}
-    return DecisionTransformerPolicy(
-        model.to(resolve_device(device)),
-        state_mean,
-        state_std,
-        env.action_space,
-        target_return=target_return,
-        context_length=context_length,
-        return_scale=_first(return_scale, defaults.get("return_scale"), RETURN_SCALE),
-        info=info,
-    )
+    return DecisionTransformerPolicy(model.to(device), state_mean, state_std, action_space, policy_settings, info)
 
 
-def _first(*values: Any) -> Any:
-    """The first value that is not None."""
-    return next((value for value in values if value is not None), None)
-
-
-def _state_statistics(directory: Path, meta: dict, dataset: str | None, state_dim: int) -> tuple[np.ndarray, np.ndarray, str]:
+def _state_statistics(directory: Path, meta: DecisionMeta, dataset: str | None, state_dim: int) -> tuple[np.ndarray, np.ndarray, str]:
     """State mean and std stored in seqrl.json, else those of `dataset`; and where they came from."""
-    if "state_mean" in meta and "state_std" in meta:
-        mean, std, source = np.asarray(meta["state_mean"]), np.asarray(meta["state_std"]), str(directory / META_FILE)
+    if meta.state_mean is not None and meta.state_std is not None:
+        mean, std, source = np.asarray(meta.state_mean), np.asarray(meta.state_std), str(directory / META_FILE)
     elif dataset is not None:
         from seqrl.envs.datasets import load_dataset
 
@@ -198,7 +174,21 @@ def _state_statistics(directory: Path, meta: dict, dataset: str | None, state_di
         )
     if mean.shape != (state_dim,) or std.shape != (state_dim,):
         raise SeqrlError(f"state statistics from {source} have {mean.size} dims but the model has state_dim {state_dim}")
-    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-        raise SeqrlError(f"state statistics from {source} hold NaN, infinite or non-positive values; retrain or fix them")
+    if not (std > 0).all():
+        raise SeqrlError(f"state statistics from {source} hold non-positive standard deviations; retrain or fix them")
     return mean.astype(np.float32), std.astype(np.float32), source
 
+
+def info_rows(directory: Path, config: DecisionTransformerConfig, meta: DecisionMeta) -> list[tuple[str, str]]:
+    """`seqrl info` rows of a DT: dimensions, state normalization, return conditioning and architecture."""
+    defaults = PolicySettings()
+    policy = {**defaults.to_dict(), **meta.policy}
+    target = "paper default for the env" if policy["target_return"] is None else str(policy["target_return"])
+    return [
+        ("dimensions", f"state {config.state_dim}, action {config.act_dim}, max episode length {config.max_ep_len}"),
+        ("state statistics", "stored" if meta.state_mean is not None else "missing: pass --dataset at rollout"),
+        ("target return", target),
+        ("return scale", str(policy["return_scale"])),
+        ("context length", str(policy["context_length"])),
+        ("architecture", f"n_layer {config.n_layer}, n_head {config.n_head}, hidden_size {config.hidden_size}"),
+    ]

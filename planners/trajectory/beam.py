@@ -6,10 +6,11 @@ single-env search, so a batch of envs plans exactly as the envs would one by one
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from seqrl.planners.trajectory.options import PlannerSettings
 
 
 class Decoder(Protocol):
@@ -20,20 +21,6 @@ class Decoder(Protocol):
 
     def select(self, rows: torch.Tensor) -> None:
         """Beams were re-indexed: row i now continues old row rows[i]."""
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """The beam search's knobs; defaults are the original's (config/offline.py)."""
-
-    horizon: int = 15
-    beam_width: int = 128
-    n_expand: int = 2
-    k_obs: int | None = 1
-    k_act: int | None = None
-    cdf_obs: float | None = None
-    cdf_act: float | None = 0.6
-    discount: float = 0.99
 
 
 def filter_cdf(logits: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -80,7 +67,7 @@ def beam_plan(
     prefixes: torch.Tensor,
     generators: Sequence[torch.Generator],
     reward_and_value: Callable[[torch.Tensor], torch.Tensor],
-    settings: SearchSettings,
+    settings: PlannerSettings,
     observation_dim: int,
     action_dim: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:

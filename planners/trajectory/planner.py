@@ -20,39 +20,18 @@ import torch
 
 from seqrl import SeqrlError
 from seqrl.agents.base import Agent
-from seqrl.planners.checkpoint import META_FILE, file_digest, read_json, weights_file
-from seqrl.planners.trajectory.beam import SearchSettings, beam_plan
+from seqrl.envs.make import env_identity
+from seqrl.planners.checkpoint import file_digest, weights_file
+from seqrl.planners.metadata import META_FILE
+from seqrl.planners.trajectory.beam import beam_plan
+from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 from seqrl.planners.trajectory.data import episode_transitions
 from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, window_start
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
 from seqrl.planners.trajectory.model import TrajectoryTransformerModel
-from seqrl.planners.training import resolve_device
+from seqrl.planners.trajectory.options import PlannerSettings, TrajectoryMeta
 
 VALUE_PLACEHOLDER = 1e6  # context transitions carry no value; the model never attends to value tokens anyway
-SETTING_KINDS = {
-    "horizon": "count",
-    "beam_width": "count",
-    "n_expand": "count",
-    "k_obs": "top_k",
-    "k_act": "top_k",
-    "cdf_obs": "cdf",
-    "cdf_act": "cdf",
-    "discount": "discount",
-    "percentile": "percentile",
-    "max_context_transitions": "count",
-    "plan_freq": "count",
-    "kv_cache": "switch",
-}
-
-
-@dataclass(frozen=True)
-class PlannerSettings(SearchSettings):
-    """Every knob of the planner; defaults are the original's (config/offline.py)."""
-
-    percentile: str | float = "mean"  # how a reward/value distribution becomes a number: "mean" or a fraction
-    max_context_transitions: int = 5
-    plan_freq: int = 1
-    kv_cache: bool = True
 
 
 @dataclass
@@ -172,27 +151,18 @@ def reward_value_estimator(bins: Discretizer, percentile: str | float) -> Callab
 
 
 def load_agent(
-    directory: Path, env: gym.Env, dataset: str | None = None, device: str = "cpu", **options: Any
+    directory: Path, env: gym.Env, meta: TrajectoryMeta, dataset: str | None, device: torch.device, settings: dict[str, Any]
 ) -> TrajectoryPlanner:
     """The planner of a seqrl or plain HF checkpoint directory (no bins: fitted to `dataset`), checked against `env`."""
-    # settings: the original's defaults < seqrl.json's training discount and "planner" block < options
-    # (None = not given; "none" disables a filter)
-    directory = Path(directory)
-    names = [field.name for field in dataclasses.fields(PlannerSettings)]
-    unknown = sorted(name for name, value in options.items() if value is not None and name not in names)
-    if unknown:
-        raise SeqrlError(f"the Trajectory Transformer planner has no option {', '.join(unknown)}; it takes {', '.join(names)}")
     model = TrajectoryTransformerModel.from_pretrained(directory)
     config = model.config
-    meta = read_json(directory / META_FILE) if (directory / META_FILE).exists() else {}
-    observation_space = getattr(env, "single_observation_space", env.observation_space)
-    action_space = getattr(env, "single_action_space", env.action_space)
+    env_id, observation_space, action_space = env_identity(env)
     env_dims = (observation_space.shape[0], action_space.shape[0])
     if env_dims != (config.observation_dim, config.action_dim):
-        env_id = env.spec.id if env.spec else "the env"
         raise SeqrlError(
             f"checkpoint {directory} plans with observation_dim {config.observation_dim} and action_dim "
-            f"{config.action_dim} but {env_id} has {env_dims[0]} and {env_dims[1]}; pass the env it was trained on"
+            f"{config.action_dim} but {env_id or 'the env'} has {env_dims[0]} and {env_dims[1]}; "
+            "pass the env it was trained on"
         )
     discretizer, source = checkpoint_discretizer(directory, meta, dataset, config.vocab_size)
     if discretizer.thresholds.shape != (config.vocab_size + 1, config.transition_dim):
@@ -200,17 +170,19 @@ def load_agent(
             f"{source} has thresholds of shape {tuple(discretizer.thresholds.shape)} but the model needs "
             f"({config.vocab_size + 1}, {config.transition_dim}); it belongs to another checkpoint"
         )
-    stored = meta.get("planner") or {}
-    if not isinstance(stored, dict):
-        raise SeqrlError(f"{directory / META_FILE} has a 'planner' entry that is not an object of settings; fix or remove it")
-    given = {name: value for name, value in options.items() if value is not None}
-    settings = resolve_settings({"discount": meta.get("discount", 0.99), **stored, **given}, config.vocab_size)
+    # the original's defaults < the training discount < seqrl.json's "planner" block < `settings`
+    stored = PlannerSettings.from_dict({"discount": meta.discount, **meta.planner}, f"{directory / META_FILE} planner")
+    planner_settings = dataclasses.replace(stored, **settings)
+    for name in ("k_obs", "k_act"):
+        top_k = getattr(planner_settings, name)
+        if top_k is not None and top_k > config.vocab_size + 1:
+            raise SeqrlError(f"{name} {top_k} exceeds the {config.vocab_size + 1} tokens of {directory}; lower it or use none")
     info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights_file(directory)), "discretizer": source}
-    return TrajectoryPlanner(model.to(resolve_device(device)), discretizer, settings, info)
+    return TrajectoryPlanner(model.to(device), discretizer, planner_settings, info)
 
 
 def checkpoint_discretizer(
-    directory: Path, meta: dict[str, Any], dataset: str | None, n_bins: int
+    directory: Path, meta: TrajectoryMeta, dataset: str | None, n_bins: int
 ) -> tuple[Discretizer, str]:
     """The checkpoint's `discretizer.npz`, else bins fitted to `dataset` as training fits them; and where they came from."""
     if (directory / DISCRETIZER_FILE).exists():
@@ -222,51 +194,19 @@ def checkpoint_discretizer(
     from seqrl.envs.datasets import load_dataset
 
     episodes = load_dataset(dataset).episodes
-    discount, penalty = meta.get("discount", 0.99), meta.get("termination_penalty", -100.0)
-    transitions = np.concatenate([episode_transitions(episode, discount, penalty) for episode in episodes])
-    return Discretizer.fit(transitions, n_bins, meta.get("discretizer", "quantile")), f"fitted to {dataset}"
+    transitions = np.concatenate([episode_transitions(e, meta.discount, meta.termination_penalty) for e in episodes])
+    return Discretizer.fit(transitions, n_bins, meta.discretizer), f"fitted to {dataset}"
 
 
-def resolve_settings(values: dict[str, Any], vocab_size: int) -> PlannerSettings:
-    """Checked settings from raw values (CLI strings, JSON or Python; "none" or null disables a filter)."""
-    settings = {}
-    for name, value in values.items():
-        if name not in PlannerSettings.__dataclass_fields__:
-            raise SeqrlError(f"unknown planner setting {name!r} in the checkpoint's {META_FILE}; remove it")
-        settings[name] = parse_setting(name, value, vocab_size)
-    result = PlannerSettings(**settings)
-    if result.plan_freq > result.horizon:
-        raise SeqrlError(f"plan_freq {result.plan_freq} exceeds the horizon {result.horizon}; a plan only lasts that long")
-    return result
-
-
-def parse_setting(name: str, value: Any, vocab_size: int) -> Any:
-    """One setting converted and range-checked, or a one-line error naming it."""
-    kind = SETTING_KINDS[name]
-    if kind in ("top_k", "cdf") and (value is None or str(value).lower() == "none"):
-        return None
-    if (kind == "percentile" and value == "mean") or (kind == "switch" and isinstance(value, bool)):
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    valid = {
-        "count": number >= 1 and number.is_integer(),
-        "top_k": 1 <= number <= vocab_size + 1 and number.is_integer(),
-        "cdf": 0 < number <= 1,
-        "discount": 0 < number <= 1,
-        "percentile": 0 <= number <= 1,
-        "switch": False,
-    }[kind]
-    if not valid:
-        expected = {
-            "count": "a positive integer",
-            "top_k": f"an integer in 1..{vocab_size + 1} or none",
-            "cdf": "a fraction in (0, 1] or none",
-            "discount": "a number in (0, 1]",
-            "percentile": "mean or a fraction in [0, 1]",
-            "switch": "true or false",
-        }[kind]
-        raise SeqrlError(f"planner setting {name} got {value!r}; it must be {expected}")
-    return int(number) if kind in ("count", "top_k") else number
+def info_rows(directory: Path, config: TrajectoryTransformerConfig, meta: TrajectoryMeta) -> list[tuple[str, str]]:
+    """`seqrl info` rows of a TT: dimensions, tokenization, value discount, planner defaults and architecture."""
+    discretizer = directory / DISCRETIZER_FILE
+    planner = ", ".join(f"{name} {value}" for name, value in meta.planner.items()) or "the original's"
+    return [
+        ("dimensions", f"observation {config.observation_dim}, action {config.action_dim}, transition {config.transition_dim}"),
+        ("tokens", f"{config.vocab_size} bins per dimension, block size {config.block_size}"),
+        ("discretizer", f"{meta.discretizer} ({discretizer.name})" if discretizer.exists() else "missing: pass --dataset to build one"),
+        ("discount", f"{meta.discount}" if meta.kind else f"{meta.discount} (not recorded; the default)"),
+        ("planner defaults", planner),
+        ("architecture", f"n_layer {config.n_layer}, n_head {config.n_head}, n_embd {config.n_embd}"),
+    ]

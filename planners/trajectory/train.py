@@ -3,7 +3,6 @@
 import dataclasses
 import functools
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +10,13 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from seqrl import SeqrlError, __version__
 from seqrl.envs.datasets import OfflineDataset
-from seqrl.planners.checkpoint import META_FILE, write_json
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 from seqrl.planners.trajectory.data import TokenWindows, episode_transitions, token_windows
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
 from seqrl.planners.trajectory.model import TrajectoryTransformerModel
+from seqrl.planners.trajectory.options import TrainArgs, TrajectoryMeta
 from seqrl.planners.training import (
-    RESUMABLE as RUN_RESUMABLE,
-    RunArgs,
     EpochSampler,
     Trainer,
     adamw,
@@ -32,47 +28,11 @@ from seqrl.planners.training import (
 
 HELD_OUT_WINDOWS = 4096  # held-out windows scored at every evaluation
 REFERENCE_SAMPLES = 50 * 1_000_000  # the original trains for 50 epochs of a 1M-step dataset, whatever its size
-# Options that may change when resuming: the run's length and where or how it runs; everything else must match.
-RESUMABLE = RUN_RESUMABLE | {"steps", "epochs", "precision"}
-
-
-@dataclass(kw_only=True)
-class TrainArgs(RunArgs):
-    """Every option of `seqrl train tt`, with the original recipe as defaults."""
-
-    steps: int | None = None  # default: the original's 50M windows (50 epochs of a 1M-step dataset)
-    epochs: float | None = None
-    batch_size: int = 256
-    lr: float = 6e-4
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    warmup_epochs: float = 1.0
-    decay_epochs: float = 20.0
-    min_lr_ratio: float = 0.1
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    embd_pdrop: float = 0.1
-    resid_pdrop: float = 0.1
-    attn_pdrop: float = 0.1
-    action_weight: float = 5.0
-    reward_weight: float = 1.0
-    value_weight: float = 1.0
-    sequence_length: int = 10
-    n_bins: int = 100
-    discretizer: str = "quantile"
-    discount: float = 0.99
-    termination_penalty: float = -100.0
-    max_path_length: int = 1000
-    precision: str = "fp32"  # bf16: forward passes under torch.autocast(bfloat16); weights and AdamW stay fp32
 
 
 def train_tt(args: TrainArgs) -> dict[str, Any]:
     """Train (or resume) a Trajectory Transformer into `args.out`; the final metrics record."""
-    check_args(args)
-    out, device, dataset = start_run(args, "tt", RESUMABLE)
+    out, device, dataset = start_run(args, "tt", TrajectoryMeta)
     transitions = [episode_transitions(e, args.discount, args.termination_penalty) for e in dataset.episodes]
     if args.resume:
         discretizer = Discretizer.load(out / DISCRETIZER_FILE)
@@ -97,7 +57,7 @@ def train_tt(args: TrainArgs) -> dict[str, Any]:
     def write_files(directory: Path, summary: dict[str, Any]) -> None:
         model.save_pretrained(directory)
         discretizer.save(directory / DISCRETIZER_FILE)
-        write_json(directory / META_FILE, {**meta, **training_results(summary, device)})
+        dataclasses.replace(meta, **training_results(summary, device)).write(directory)
 
     trainer = Trainer(
         model,
@@ -156,22 +116,20 @@ def model_config(args: TrainArgs, observation_dim: int, action_dim: int) -> Traj
     )
 
 
-def checkpoint_meta(args: TrainArgs, dataset: OfflineDataset, discretizer: Discretizer) -> dict[str, Any]:
+def checkpoint_meta(args: TrainArgs, dataset: OfflineDataset, discretizer: Discretizer) -> TrajectoryMeta:
     """seqrl.json without the results: where the data came from and how it was tokenized and trained."""
-    return {
-        "kind": "tt",
-        "seqrl_version": __version__,
-        "env_id": dataset.env_id,
-        "datasets": dataset.sources,
-        "discount": args.discount,
-        "termination_penalty": args.termination_penalty,
-        "sequence_length": args.sequence_length,
-        "max_path_length": args.max_path_length,
-        "discretizer": discretizer.kind,
-        "n_bins": discretizer.n_bins,
-        "planner": {},  # planner defaults, filled in by the planner's conventions
-        "training": dataclasses.asdict(args),
-    }
+    return TrajectoryMeta(
+        kind="tt",
+        env_id=dataset.env_id,
+        datasets=dataset.sources,
+        discount=args.discount,
+        termination_penalty=args.termination_penalty,
+        sequence_length=args.sequence_length,
+        max_path_length=args.max_path_length,
+        discretizer=discretizer.kind,
+        n_bins=discretizer.n_bins,
+        training=args.to_dict(),
+    )
 
 
 def window_loss(model: TrajectoryTransformerModel, batch: tuple[torch.Tensor, ...], precision: str = "fp32") -> torch.Tensor:
@@ -197,21 +155,3 @@ def total_steps(args: TrainArgs, windows: int, steps_per_epoch: int) -> int:
         return args.steps
     epochs = args.epochs if args.epochs is not None else max(1, int(REFERENCE_SAMPLES / windows))
     return math.ceil(epochs * steps_per_epoch)
-
-
-def check_args(args: TrainArgs) -> None:
-    """One-line errors for option values that cannot work."""
-    if args.steps is not None and args.epochs is not None:
-        raise SeqrlError("pass --steps or --epochs, not both")
-    positive = ("batch_size", "n_layer", "n_head", "n_embd", "sequence_length", "eval_every", "save_every", "max_path_length")
-    for name in positive:
-        if getattr(args, name) < 1:
-            raise SeqrlError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.precision not in ("fp32", "bf16"):
-        raise SeqrlError(f"--precision must be fp32 or bf16, got {args.precision!r}")
-    if args.n_bins < 2:
-        raise SeqrlError(f"--n-bins must be at least 2, got {args.n_bins}")
-    if args.n_embd % args.n_head:
-        raise SeqrlError(f"--n-embd {args.n_embd} must be divisible by --n-head {args.n_head}")
-    if (args.steps is not None and args.steps < 1) or (args.epochs is not None and args.epochs <= 0):
-        raise SeqrlError("--steps and --epochs must be positive")
