@@ -13,6 +13,7 @@ from seqrl.agents.bundled import bundled_checkpoint, bundled_methods
 from seqrl.agents.options import Options
 from seqrl.agents.random import RandomAgent
 from seqrl.agents.rollout import RolloutOptions
+from seqrl.envs.make import env_identity
 from seqrl.planners.decision.options import DecisionMeta, PolicySettings
 from seqrl.planners.metadata import CONFIG_FILE, CheckpointMeta, read_json
 from seqrl.planners.trajectory.options import PlannerSettings, TrajectoryMeta
@@ -27,8 +28,9 @@ class Method:
     title: str
     settings: type[Options]  # the agent's settings (planner or policy)
     meta: type[CheckpointMeta]  # its seqrl.json
-    module: str  # defines `load_agent(directory, env, meta, dataset, device, settings)` and `info_rows(...)`
+    module: str  # defines `load_agent(model, directory, env, meta, dataset, device, settings)` and `info_rows(...)`
     model_path: str  # "module:Class" of the model; its `config_class` reads config.json
+    dims: tuple[str, str]  # the config fields holding the observation and action sizes
 
     def model_class(self) -> type:
         """The model class (imports torch on first use)."""
@@ -44,9 +46,11 @@ METHODS = {
     method.model_type: method
     for method in (
         Method("trajectory_transformer", "tt", "Trajectory Transformer", PlannerSettings, TrajectoryMeta,
-               "seqrl.planners.trajectory.planner", "seqrl.planners.trajectory.model:TrajectoryTransformerModel"),
+               "seqrl.planners.trajectory.planner", "seqrl.planners.trajectory.model:TrajectoryTransformerModel",
+               ("observation_dim", "action_dim")),
         Method("decision_transformer", "dt", "Decision Transformer", PolicySettings, DecisionMeta,
-               "seqrl.planners.decision.policy", "seqrl.planners.decision.model:DecisionTransformerModel"),
+               "seqrl.planners.decision.policy", "seqrl.planners.decision.model:DecisionTransformerModel",
+               ("state_dim", "act_dim")),
     )
 }
 
@@ -80,7 +84,17 @@ def load_agent(
         takes = ", ".join(f"--{name.replace('_', '-')}" for name in method.settings.field_names())
         raise SeqrlError(f"{flags}: not a setting of {method.title} agents (they take {takes}); drop it")
     meta = method.meta.read(directory)
-    return method.code().load_agent(directory, env, meta, dataset, resolve_device(device), settings)
+    model = method.model_class().from_pretrained(directory)
+    env_id, observation_space, action_space = env_identity(env)
+    model_dims = tuple(getattr(model.config, name) for name in method.dims)
+    env_dims = (observation_space.shape[0], action_space.shape[0])
+    if model_dims != env_dims:
+        raise SeqrlError(
+            f"checkpoint {directory} has {method.dims[0]} {model_dims[0]} and {method.dims[1]} {model_dims[1]} but "
+            f"{env_id or 'the env'} has {env_dims[0]} and {env_dims[1]}; "
+            "pass the env it was trained on"
+        )
+    return method.code().load_agent(model, directory, env, meta, dataset, resolve_device(device), settings)
 
 
 def choose_agent(env: gym.Env, options: RolloutOptions) -> tuple[Agent, str, str]:

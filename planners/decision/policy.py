@@ -128,19 +128,18 @@ class DecisionTransformerPolicy(Agent):
 
 
 def load_agent(
-    directory: Path, env: gym.Env, meta: DecisionMeta, dataset: str | None, device: torch.device, settings: dict[str, Any]
+    model: DecisionTransformerModel,
+    directory: Path,
+    env: gym.Env,
+    meta: DecisionMeta,
+    dataset: str | None,
+    device: torch.device,
+    settings: dict[str, Any],
 ) -> DecisionTransformerPolicy:
-    """The DT policy of a seqrl or plain Hugging Face checkpoint directory, checked against `env`."""
-    model = DecisionTransformerModel.from_pretrained(directory)
+    """The DT policy of a loaded seqrl or plain Hugging Face checkpoint; `settings` override its own."""
     config = model.config
-    env_id, observation_space, action_space = env_identity(env)
+    env_id, _, action_space = env_identity(env)
     env_id = env_id or meta.env_id
-    obs_dim, act_dim = observation_space.shape[0], action_space.shape[0]
-    if (obs_dim, act_dim) != (config.state_dim, config.act_dim):
-        raise SeqrlError(
-            f"checkpoint {directory} expects state_dim {config.state_dim} and act_dim {config.act_dim} but {env_id} has "
-            f"{obs_dim} and {act_dim}; pass the env the checkpoint was trained on"
-        )
     state_mean, state_std, stats_source = _state_statistics(directory, meta, dataset, config.state_dim)
     # the defaults < seqrl.json's "policy" block < `settings`; an unset target return is the paper's for the env
     stored = PolicySettings.from_dict(meta.policy, f"{directory / META_FILE} policy")

@@ -20,7 +20,6 @@ import torch
 
 from seqrl import SeqrlError
 from seqrl.agents.base import Agent
-from seqrl.envs.make import env_identity
 from seqrl.planners.checkpoint import file_digest, weights_file
 from seqrl.planners.metadata import META_FILE
 from seqrl.planners.trajectory.beam import beam_plan
@@ -151,19 +150,16 @@ def reward_value_estimator(bins: Discretizer, percentile: str | float) -> Callab
 
 
 def load_agent(
-    directory: Path, env: gym.Env, meta: TrajectoryMeta, dataset: str | None, device: torch.device, settings: dict[str, Any]
+    model: TrajectoryTransformerModel,
+    directory: Path,
+    env: gym.Env,
+    meta: TrajectoryMeta,
+    dataset: str | None,
+    device: torch.device,
+    settings: dict[str, Any],
 ) -> TrajectoryPlanner:
-    """The planner of a seqrl or plain HF checkpoint directory (no bins: fitted to `dataset`), checked against `env`."""
-    model = TrajectoryTransformerModel.from_pretrained(directory)
+    """The planner of a loaded seqrl or plain HF checkpoint (no bins: fitted to `dataset`); `settings` override its own."""
     config = model.config
-    env_id, observation_space, action_space = env_identity(env)
-    env_dims = (observation_space.shape[0], action_space.shape[0])
-    if env_dims != (config.observation_dim, config.action_dim):
-        raise SeqrlError(
-            f"checkpoint {directory} plans with observation_dim {config.observation_dim} and action_dim "
-            f"{config.action_dim} but {env_id or 'the env'} has {env_dims[0]} and {env_dims[1]}; "
-            "pass the env it was trained on"
-        )
     discretizer, source = checkpoint_discretizer(directory, meta, dataset, config.vocab_size)
     if discretizer.thresholds.shape != (config.vocab_size + 1, config.transition_dim):
         raise SeqrlError(
