@@ -20,6 +20,19 @@ from seqrl.planners.trajectory.options import PlannerSettings, TrajectoryMeta
 
 
 @dataclass(frozen=True)
+class AgentSource:
+    """What a method's `load_agent` builds its agent from: the loaded model and the rest of the checkpoint."""
+
+    model: Any  # the method's model, in eval mode, on the CPU
+    directory: Path
+    env: gym.Env  # checked to fit the model's observation and action sizes
+    meta: CheckpointMeta  # the method's subclass
+    dataset: str | None  # where statistics or bins come from when the checkpoint lacks them
+    device: Any  # torch.device to run on
+    settings: dict[str, Any]  # agent settings that override the checkpoint's
+
+
+@dataclass(frozen=True)
 class Method:
     """One kind of checkpoint: its names, option classes and (imported on first use) model and agent code."""
 
@@ -28,7 +41,7 @@ class Method:
     title: str
     settings: type[Options]  # the agent's settings (planner or policy)
     meta: type[CheckpointMeta]  # its seqrl.json
-    module: str  # defines `load_agent(model, directory, env, meta, dataset, device, settings)` and `info_rows(...)`
+    module: str  # defines `load_agent(source: AgentSource)` and `info_rows(directory, config, meta)`
     model_path: str  # "module:Class" of the model; its `config_class` reads config.json
     dims: tuple[str, str]  # the config fields holding the observation and action sizes
 
@@ -94,7 +107,8 @@ def load_agent(
             f"{env_id or 'the env'} has {env_dims[0]} and {env_dims[1]}; "
             "pass the env it was trained on"
         )
-    return method.code().load_agent(model, directory, env, meta, dataset, resolve_device(device), settings)
+    source = AgentSource(model, directory, env, meta, dataset, resolve_device(device), settings)
+    return method.code().load_agent(source)
 
 
 def choose_agent(env: gym.Env, options: RolloutOptions) -> tuple[Agent, str, str]:

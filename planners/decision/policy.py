@@ -18,6 +18,7 @@ from seqrl.planners.decision.config import DecisionTransformerConfig
 from seqrl.planners.decision.model import DecisionTransformerModel
 from seqrl.planners.decision.options import DecisionMeta, PolicySettings
 from seqrl.planners.metadata import META_FILE
+from seqrl.planners.registry import AgentSource
 
 
 class DecisionTransformerPolicy(Agent):
@@ -127,18 +128,11 @@ class DecisionTransformerPolicy(Agent):
         }
 
 
-def load_agent(
-    model: DecisionTransformerModel,
-    directory: Path,
-    env: gym.Env,
-    meta: DecisionMeta,
-    dataset: str | None,
-    device: torch.device,
-    settings: dict[str, Any],
-) -> DecisionTransformerPolicy:
-    """The DT policy of a loaded seqrl or plain Hugging Face checkpoint; `settings` override its own."""
+def load_agent(source: AgentSource) -> DecisionTransformerPolicy:
+    """The DT policy of a loaded seqrl or plain Hugging Face checkpoint; its settings override the checkpoint's."""
+    model, directory, meta, dataset, settings = source.model, source.directory, source.meta, source.dataset, source.settings
     config = model.config
-    env_id, _, action_space = env_identity(env)
+    env_id, _, action_space = env_identity(source.env)
     env_id = env_id or meta.env_id
     state_mean, state_std, stats_source = _state_statistics(directory, meta, dataset, config.state_dim)
     # the defaults < seqrl.json's "policy" block < `settings`; an unset target return is the paper's for the env
@@ -154,7 +148,7 @@ def load_agent(
             f"context length {policy_settings.context_length} is over n_positions/3 = {config.n_positions // 3}; lower it"
         )
     info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights_file(directory)), "state_statistics": stats_source}
-    return DecisionTransformerPolicy(model.to(device), state_mean, state_std, action_space, policy_settings, info)
+    return DecisionTransformerPolicy(model.to(source.device), state_mean, state_std, action_space, policy_settings, info)
 
 
 def _state_statistics(directory: Path, meta: DecisionMeta, dataset: str | None, state_dim: int) -> tuple[np.ndarray, np.ndarray, str]:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -22,6 +21,7 @@ from seqrl import SeqrlError
 from seqrl.agents.base import Agent
 from seqrl.planners.checkpoint import file_digest, weights_file
 from seqrl.planners.metadata import META_FILE
+from seqrl.planners.registry import AgentSource
 from seqrl.planners.trajectory.beam import beam_plan
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 from seqrl.planners.trajectory.data import episode_transitions
@@ -149,21 +149,14 @@ def reward_value_estimator(bins: Discretizer, percentile: str | float) -> Callab
     return lambda probs: bins.percentile(probs[..., :-1], float(percentile))
 
 
-def load_agent(
-    model: TrajectoryTransformerModel,
-    directory: Path,
-    env: gym.Env,
-    meta: TrajectoryMeta,
-    dataset: str | None,
-    device: torch.device,
-    settings: dict[str, Any],
-) -> TrajectoryPlanner:
-    """The planner of a loaded seqrl or plain HF checkpoint (no bins: fitted to `dataset`); `settings` override its own."""
+def load_agent(source: AgentSource) -> TrajectoryPlanner:
+    """The planner of a loaded seqrl or plain HF checkpoint (no bins: fitted to its dataset); settings override its own."""
+    model, directory, meta, dataset, settings = source.model, source.directory, source.meta, source.dataset, source.settings
     config = model.config
-    discretizer, source = checkpoint_discretizer(directory, meta, dataset, config.vocab_size)
+    discretizer, bins_source = checkpoint_discretizer(directory, meta, dataset, config.vocab_size)
     if discretizer.thresholds.shape != (config.vocab_size + 1, config.transition_dim):
         raise SeqrlError(
-            f"{source} has thresholds of shape {tuple(discretizer.thresholds.shape)} but the model needs "
+            f"{bins_source} has thresholds of shape {tuple(discretizer.thresholds.shape)} but the model needs "
             f"({config.vocab_size + 1}, {config.transition_dim}); it belongs to another checkpoint"
         )
     # the original's defaults < the training discount < seqrl.json's "planner" block < `settings`
@@ -173,8 +166,8 @@ def load_agent(
         top_k = getattr(planner_settings, name)
         if top_k is not None and top_k > config.vocab_size + 1:
             raise SeqrlError(f"{name} {top_k} exceeds the {config.vocab_size + 1} tokens of {directory}; lower it or use none")
-    info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights_file(directory)), "discretizer": source}
-    return TrajectoryPlanner(model.to(device), discretizer, planner_settings, info)
+    info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights_file(directory)), "discretizer": bins_source}
+    return TrajectoryPlanner(model.to(source.device), discretizer, planner_settings, info)
 
 
 def checkpoint_discretizer(
