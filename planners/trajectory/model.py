@@ -20,7 +20,7 @@ from torch import nn
 
 from seqrl import SeqrlError
 from seqrl.planners.checkpoint import PretrainedModel
-from seqrl.planners.trajectory.cpu_training import BitDropout, Linear, blocked_attention
+from seqrl.planners.trajectory.kernels import BitDropout, Linear, blocked_attention
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 
 LayerCache = tuple[torch.Tensor, torch.Tensor]
