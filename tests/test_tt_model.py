@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from seqrl import SeqrlError, TrajectoryTransformerConfig, TrajectoryTransformerModel
 from seqrl.planners.trajectory import kernels
 from seqrl.planners.trajectory.kernels import QUERY_BLOCK, Linear, blocked_attention, dropout, keep_mask
-from seqrl.planners.trajectory.model import select_cache
+from seqrl.planners.trajectory.model import KVCache, select_cache
 
 try:
     import transformers
@@ -147,6 +147,23 @@ def test_prefix_then_chunks_equals_full_forward(model, prefix):
         pieces.append(output.logits)
         cache, start = output.past_key_values, start + chunk.shape[1]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_preallocated_cache_decodes_as_the_full_forward(model):
+    trajectories = tokens(3, 40)
+    full = model(trajectories).logits
+    cache, start = KVCache(model, rows=4, tokens=40), 0
+    for size in (TRANSITION + 2, 1, 3, 1, 40):  # chunks that straddle transition boundaries, and single tokens
+        chunk = trajectories[:, start : start + size]
+        start += chunk.shape[1]
+        torch.testing.assert_close(model.decode(chunk, cache), full[:, start - 1], atol=1e-5, rtol=1e-5)
+        if start == 2 * TRANSITION:  # fork: row 3 continues row 1's history
+            cache.copy_rows(torch.tensor([3]), torch.tensor([1]))
+            trajectories, full = trajectories[[0, 1, 2, 1]], full[[0, 1, 2, 1]]
+    assert cache.length == 40 and cache.keys[0].shape == (4, SMALL["n_head"], 40, SMALL["n_embd"] // SMALL["n_head"])
+    with pytest.raises(SeqrlError, match="larger cache"):
+        model.decode(trajectories[:, :1], cache)
 
 
 @torch.no_grad()

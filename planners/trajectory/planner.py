@@ -148,11 +148,10 @@ class TrajectoryPlanner(Agent):
             prefix = torch.cat([*state.context, tokens])
             # drop the context the model's window would crop anyway, so that slots line up by length
             prefixes.append(prefix[window_start(len(prefix), self.max_tokens, self.transition_dim) :])
-        decoder_class = CachedDecoder if self.planner_settings.kv_cache else FullWindowDecoder
         for length in sorted({len(prefix) for prefix in prefixes}):
             group = [i for i, prefix in enumerate(prefixes) if len(prefix) == length]
             plans, values = beam_plan(
-                decoder_class(self.model, self.max_tokens),
+                self.decoder(len(group)),
                 torch.stack([prefixes[i] for i in group]),
                 [states[i].generator for i in group],
                 self.reward_and_value,
@@ -162,6 +161,13 @@ class TrajectoryPlanner(Agent):
             )
             for i, plan, value in zip(group, plans, values.tolist()):
                 states[i].plan, states[i].plan_value = plan, value
+
+    def decoder(self, slots: int) -> CachedDecoder | FullWindowDecoder:
+        """A fresh decoder for a search over `slots` env slots."""
+        if not self.planner_settings.kv_cache:
+            return FullWindowDecoder(self.model, self.max_tokens)
+        settings = self.planner_settings
+        return CachedDecoder(self.model, self.max_tokens, slots * settings.n_expand * settings.beam_width)
 
 
 def reward_value_estimator(bins: Discretizer, percentile: str | float) -> Callable[[torch.Tensor], torch.Tensor]:
