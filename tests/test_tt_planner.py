@@ -13,6 +13,7 @@ import torch
 
 from seqrl import SeqrlError
 from seqrl.planners import load_agent
+from seqrl.planners.trajectory import memory
 from seqrl.planners.trajectory import planner as planner_module
 from seqrl.planners.trajectory.beam import filter_cdf, filter_top_k
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
@@ -241,9 +242,17 @@ def resident_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def test_memory_stays_bounded_over_a_1000_step_episode(tmp_path):
+def test_memory_stays_bounded_over_a_1000_step_episode(tmp_path, monkeypatch):
     env = hopper()
     agent = load_agent(tiny_checkpoint(tmp_path / "tiny"), env, horizon=1, beam_width=2, n_expand=1)
+    cache_shapes, make_decoder = set(), agent.decoder
+
+    def recorded(slots):
+        decoder = make_decoder(slots)
+        cache_shapes.add(tuple(decoder.cache.keys[0].shape))
+        return decoder
+
+    monkeypatch.setattr(agent, "decoder", recorded)
     observation, _ = env.reset(seed=0)
     agent.reset(seed=0)
     for step in range(1000):
@@ -255,6 +264,7 @@ def test_memory_stays_bounded_over_a_1000_step_episode(tmp_path):
             if step == 199:
                 then = measured
     assert len(agent.slots[0].context) == 5
+    assert cache_shapes == {(2, 1, agent.max_tokens, 8)}  # (n_expand * beam_width, n_head, window, head_dim) always
     assert measured[0] == then[0]  # the same context and plan sizes
     assert measured[1] - then[1] < 20  # no Python objects pile up (each leaked tensor or array would count)
     assert measured[2] - then[2] < 2_000_000  # and no memory: a leaked cache would be megabytes
@@ -335,3 +345,20 @@ def test_dimension_mismatch_is_a_one_line_error_before_any_step(seqrl, tmp_path)
     assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("error:")
     assert "observation_dim 17" in done.stderr and "Hopper-v5 has 11" in done.stderr
     assert not log.exists() or log.read_text() == ""
+
+
+def test_searches_that_cannot_fit_are_refused_before_allocating(tmp_path, monkeypatch):
+    directory, env = tiny_checkpoint(tmp_path / "tiny"), hopper()
+    with pytest.raises(SeqrlError, match="beam width 1000 x n_expand 100000 needs about") as error:
+        load_agent(directory, env, beam_width=1000, n_expand=100000)  # ~10^8 beams: terabytes
+    assert "\n" not in str(error.value) and "lower --beam-width or --n-expand" in str(error.value)
+
+    agent = load_agent(directory, env, horizon=1, beam_width=64)  # with 4 searches' worth free: 8 envs do not fit
+    needed = memory.search_bytes(agent.model.config, agent.planner_settings, 1, agent.max_tokens, True, 4)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 4 * needed)
+    observations = np.stack([hopper(seed).reset(seed=seed)[0] for seed in range(8)])
+    for slot in range(8):
+        agent.reset(seed=slot, slot=slot)
+    with pytest.raises(SeqrlError, match="search over 8 envs .* or plan fewer envs at once"):
+        agent.act_batch(observations, list(range(8)))
+    assert agent.act_batch(observations[:2], [0, 1]).shape == (2, ACT)

@@ -25,6 +25,7 @@ from seqrl.planners.trajectory.beam import SearchSettings, beam_plan
 from seqrl.planners.trajectory.data import episode_transitions
 from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, window_start
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
+from seqrl.planners.trajectory.memory import check_search_memory
 from seqrl.planners.trajectory.model import TrajectoryTransformerModel
 from seqrl.planners.training import resolve_device
 
@@ -92,6 +93,7 @@ class TrajectoryPlanner(Agent):
         self.observation_bins = self.discretizer.select(slice(0, self.observation_dim))
         self.reward_and_value = reward_value_estimator(self.discretizer.select(slice(-2, None)), settings.percentile)
         self.slots: dict[int, SlotState] = {}
+        self.check_memory(1)  # before anything large is allocated
 
     def reset(self, seed: int | None = None, slot: int = 0) -> None:
         """Start a new episode in `slot`, its sampling generator seeded with `seed`."""
@@ -162,8 +164,15 @@ class TrajectoryPlanner(Agent):
             for i, plan, value in zip(group, plans, values.tolist()):
                 states[i].plan, states[i].plan_value = plan, value
 
+    def check_memory(self, slots: int) -> None:
+        """Refuse a search over `slots` env slots that would not fit in the device's free memory."""
+        settings, itemsize = self.planner_settings, next(self.model.parameters()).element_size()
+        config = self.model.config
+        check_search_memory(config, settings, slots, self.max_tokens, settings.kv_cache, self.device, itemsize)
+
     def decoder(self, slots: int) -> CachedDecoder | FullWindowDecoder:
-        """A fresh decoder for a search over `slots` env slots."""
+        """A fresh decoder for a search over `slots` env slots, once its memory is known to fit."""
+        self.check_memory(slots)
         if not self.planner_settings.kv_cache:
             return FullWindowDecoder(self.model, self.max_tokens)
         settings = self.planner_settings
