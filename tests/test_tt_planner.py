@@ -15,9 +15,9 @@ from seqrl import SeqrlError
 from seqrl.planners import load_agent
 from seqrl.planners.trajectory import memory
 from seqrl.planners.trajectory import planner as planner_module
-from seqrl.planners.trajectory.beam import filter_cdf, filter_top_k
+from seqrl.planners.trajectory.beam import beam_plan, filter_cdf, filter_top_k
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
-from seqrl.planners.trajectory.decoding import CachedDecoder, window_start
+from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, GraphDecoder, window_start
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
 from seqrl.planners.trajectory.model import TrajectoryTransformerModel
 from seqrl.planners.trajectory.train import TrainArgs, train_tt
@@ -25,6 +25,7 @@ from seqrl.planners.trajectory.train import TrainArgs, train_tt
 OBS, ACT = 11, 3  # Hopper
 TRANSITION = OBS + ACT + 2
 TOP_1 = dict(k_obs=1, k_act=1)  # deterministic search: every choice is an argmax
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -195,8 +196,34 @@ def test_cached_logits_equal_a_full_window_recomputation(checkpoint, monkeypatch
     assert seen["slides"] > 6 and seen["distinct_beams"] > 8
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_graph_decoder_plans_as_the_original(checkpoint, device):
+    """GraphDecoder, the CUDA path (on CPU without graphs): 3 slots in one search, windows sliding, reused."""
+    agent = load_agent(checkpoint, hopper(), device=device, horizon=4, beam_width=4, max_context_transitions=2)
+    model = agent.model.double()  # float64 keeps rounding differences between batch shapes off near-ties
+    settings, rows = agent.planner_settings, 3 * agent.planner_settings.n_expand * agent.planner_settings.beam_width
+    generator = torch.Generator().manual_seed(0)
+    prefixes = torch.randint(0, model.config.vocab_size, (3, TRANSITION + OBS), generator=generator).to(device)
+    graph_decoder = GraphDecoder(model, agent.max_tokens, rows)
+
+    def plan(decoder):
+        generators = [torch.Generator(device).manual_seed(slot) for slot in range(3)]
+        return beam_plan(decoder, prefixes, generators, agent.reward_and_value, settings, OBS, ACT)
+
+    plans, values = plan(FullWindowDecoder(model, agent.max_tokens))
+    for decoder in (CachedDecoder(model, agent.max_tokens, rows), graph_decoder, graph_decoder):
+        if isinstance(decoder, GraphDecoder):
+            decoder.reset()  # a second search replays the graphs the first one captured
+        other_plans, other_values = plan(decoder)
+        assert torch.equal(other_plans, plans)
+        torch.testing.assert_close(other_values, values, rtol=1e-9, atol=1e-9)
+    assert OBS + 4 * TRANSITION > agent.max_tokens  # the window slid within the search
+    assert (len(graph_decoder.graphs) > 0) == (device == "cuda")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("settings", [TOP_1, {}], ids=["top-1", "sampled"])
-def test_batched_envs_act_as_single_env_planners(checkpoint, settings):
+def test_batched_envs_act_as_single_env_planners(checkpoint, settings, device):
     """K slots in one batched agent, one starting two steps late, act as K single-env planners.
 
     Sampled, each slot must draw from its own generator as a lone planner would (float64 keeps rounding
@@ -204,8 +231,8 @@ def test_batched_envs_act_as_single_env_planners(checkpoint, settings):
     """
     settings = dict(horizon=3, beam_width=4, max_context_transitions=3, **settings)
     envs = [hopper(seed) for seed in range(3)]
-    batched = load_agent(checkpoint, envs[0], **settings)
-    singles = [load_agent(checkpoint, env, **settings) for env in envs]
+    batched = load_agent(checkpoint, envs[0], device=device, **settings)
+    singles = [load_agent(checkpoint, env, device=device, **settings) for env in envs]
     if "k_act" not in settings:
         for agent in (batched, *singles):
             agent.model.double()

@@ -124,3 +124,65 @@ class CachedDecoder:
         if self.cache.length > 0 and bool(movers.any()):
             self.cache.copy_rows(home[movers], parents[movers])
         return home
+
+
+class GraphDecoder:
+    """Exact incremental decoding with static shapes for GPUs: one cache row per beam, no host synchronisation.
+
+    Each beam keeps its own cache row (no deduplication, whose sizes the host would have to read); a
+    selection re-gathers the rows on the device. On CUDA every one-token step is a CUDA graph, captured
+    once per (rows, position) and replayed from then on: keep the decoder across searches to reuse them.
+    """
+
+    def __init__(self, model: TrajectoryTransformerModel, max_tokens: int, rows: int) -> None:
+        self.model = model
+        self.max_tokens = max_tokens
+        self.cache = KVCache(model, rows, max_tokens)
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.start: int | None = None  # sequence position of the window's first token; None before a search
+
+    def reset(self) -> None:
+        """Forget the last search's beams (the captured graphs stay)."""
+        self.start = None
+
+    def logits(self, sequences: torch.Tensor) -> torch.Tensor:
+        """Logits (rows, vocab_size + 1) of the token after each row of sequences (rows, length)."""
+        start = window_start(sequences.shape[1], self.max_tokens, self.model.config.transition_dim)
+        if start != self.start:  # a new search or a slid window: encode the window from scratch
+            self.start, self.cache.length = start, 0
+            return self.model.decode(sequences[:, start:], self.cache)
+        tokens = sequences[:, start + self.cache.length :]
+        if tokens.shape[1] != 1 or sequences.device.type != "cuda":
+            return self.model.decode(tokens, self.cache)
+        return self.replay(tokens)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Beams were re-indexed with `rows` (1-D LongTensor): row i now continues old row rows[i]."""
+        if self.start is not None:
+            self.cache.copy_rows(torch.arange(len(rows), device=rows.device), rows)
+
+    def replay(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`model.decode(tokens, cache)` for one token per row, by the CUDA graph of this shape and position."""
+        key = (len(tokens), self.cache.length)
+        if key not in self.graphs:
+            self.graphs[key] = self.capture(tokens)
+        graph, inputs, outputs = self.graphs[key]
+        inputs.copy_(tokens)
+        graph.replay()
+        self.cache.length += 1
+        return outputs.clone()  # the next replay of this graph overwrites its outputs
+
+    def capture(self, tokens: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        """A CUDA graph of `model.decode` on a copy of tokens (rows, 1) at the cache's length, which it leaves as is."""
+        inputs, length = tokens.clone(), self.cache.length
+        side = torch.cuda.Stream(tokens.device)  # warm up off the main stream, as graph capture requires
+        side.wait_stream(torch.cuda.current_stream(tokens.device))
+        with torch.cuda.stream(side):
+            self.model.decode(inputs, self.cache)
+        torch.cuda.current_stream(tokens.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        self.cache.length = length
+        with torch.cuda.graph(graph):
+            outputs = self.model.decode(inputs, self.cache)
+        self.cache.length = length
+        return graph, inputs, outputs

@@ -66,7 +66,7 @@ class KVCache:
         self.rows, self.tokens, self.length = rows, tokens, 0
 
     def copy_rows(self, targets: torch.Tensor, sources: torch.Tensor) -> None:
-        """Give rows `targets` the histories of rows `sources` (1-D LongTensors; no row in both)."""
+        """Give rows `targets` the histories of rows `sources` (1-D LongTensors; all sources are read first)."""
         for buffer in (*self.keys, *self.values):
             buffer[:, :, : self.length].index_copy_(0, targets, buffer[:, :, : self.length].index_select(0, sources))
 

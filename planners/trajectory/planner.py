@@ -23,7 +23,7 @@ from seqrl.agents.base import Agent
 from seqrl.planners.checkpoint import META_FILE, file_digest, read_json, weights_file
 from seqrl.planners.trajectory.beam import SearchSettings, beam_plan
 from seqrl.planners.trajectory.data import episode_transitions
-from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, window_start
+from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, GraphDecoder, window_start
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
 from seqrl.planners.trajectory.memory import check_search_memory
 from seqrl.planners.trajectory.model import TrajectoryTransformerModel
@@ -93,6 +93,7 @@ class TrajectoryPlanner(Agent):
         self.observation_bins = self.discretizer.select(slice(0, self.observation_dim))
         self.reward_and_value = reward_value_estimator(self.discretizer.select(slice(-2, None)), settings.percentile)
         self.slots: dict[int, SlotState] = {}
+        self.graph_decoder: GraphDecoder | None = None  # on CUDA, kept across searches with its captured graphs
         self.check_memory(1)  # before anything large is allocated
 
     def reset(self, seed: int | None = None, slot: int = 0) -> None:
@@ -170,13 +171,20 @@ class TrajectoryPlanner(Agent):
         config = self.model.config
         check_search_memory(config, settings, slots, self.max_tokens, settings.kv_cache, self.device, itemsize)
 
-    def decoder(self, slots: int) -> CachedDecoder | FullWindowDecoder:
-        """A fresh decoder for a search over `slots` env slots, once its memory is known to fit."""
+    def decoder(self, slots: int) -> CachedDecoder | FullWindowDecoder | GraphDecoder:
+        """A decoder for a search over `slots` env slots, once its memory is known to fit (static shapes on CUDA)."""
         self.check_memory(slots)
-        if not self.planner_settings.kv_cache:
-            return FullWindowDecoder(self.model, self.max_tokens)
         settings = self.planner_settings
-        return CachedDecoder(self.model, self.max_tokens, slots * settings.n_expand * settings.beam_width)
+        rows = slots * settings.n_expand * settings.beam_width
+        if not settings.kv_cache:
+            return FullWindowDecoder(self.model, self.max_tokens)
+        if self.device.type != "cuda":
+            return CachedDecoder(self.model, self.max_tokens, rows)
+        if self.graph_decoder is None or self.graph_decoder.cache.rows < rows:
+            self.graph_decoder = None  # free the smaller cache and its graphs first
+            self.graph_decoder = GraphDecoder(self.model, self.max_tokens, rows)
+        self.graph_decoder.reset()
+        return self.graph_decoder
 
 
 def reward_value_estimator(bins: Discretizer, percentile: str | float) -> Callable[[torch.Tensor], torch.Tensor]:
