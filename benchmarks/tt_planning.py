@@ -78,18 +78,20 @@ def count_flops(model: TrajectoryTransformerModel, totals: dict[str, float]) -> 
     """Add every forward's and decode's FLOPs (linear layers, heads, attention scores and sums) to totals['flops']."""
     config = model.config
     width, layers = config.n_embd, config.n_layer
-    body, head = 2 * layers * 12 * width * width, 2 * width * (config.vocab_size + 1)
-
-    def flops(rows: int, new: int, total: int, heads: int) -> float:
-        return rows * (new * (body + layers * 4 * total * width) + heads * head)
+    qkv, rest, head = 2 * 3 * width * width, 2 * 9 * width * width, 2 * width * (config.vocab_size + 1)
 
     def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         rows, new = args[0].shape
         past = kwargs.get("past_key_values")
-        totals["flops"] += flops(rows, new, new + (0 if past is None else past[0][0].shape[2]), new)
+        total = new + (0 if past is None else past[0][0].shape[2])
+        totals["flops"] += rows * new * (layers * (qkv + rest + 4 * total * width) + head)
 
-    def decode(trajectories: torch.Tensor, cache: KVCache) -> torch.Tensor:  # the head runs on the last token only
-        totals["flops"] += flops(*trajectories.shape, cache.length + trajectories.shape[1], 1)
+    def decode(trajectories: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        # the last block computes queries, attention and MLP for the last new token only, the head too
+        rows, new = trajectories.shape
+        total = cache.length + new
+        per_row = new * ((layers - 1) * (qkv + rest + 4 * total * width) + qkv) + rest + 4 * total * width + head
+        totals["flops"] += rows * per_row
         return type(model).decode(model, trajectories, cache)
 
     model.register_forward_pre_hook(hook, with_kwargs=True)
