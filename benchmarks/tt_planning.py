@@ -174,19 +174,24 @@ def run_path(setting: str, cached: bool, steps: int, threads: int, device: str) 
         elif cached:
             plan_decoder.reset()  # kept on CUDA, with its graphs
         started, started_cpu = time.perf_counter(), clock()
-        plan, value = beam_plan(plan_decoder, prefix[None], [generator], estimate, settings, OBSERVATION_DIM, ACTION_DIM)
+        plan, value = beam_plan(
+            plan_decoder, prefix[None], [generator], estimate, settings, OBSERVATION_DIM, ACTION_DIM
+        )
         cpu.append(clock() - started_cpu)
         wall.append(time.perf_counter() - started)
         plans.append((plan[0].cpu(), value.item()))
     peak = memory_kib("VmHWM") - memory_before
     flops = totals["flops"] / steps
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as profiled:  # one more step, profiled, for the matmul share
         if cached and device == "cuda":
             plan_decoder.reset()
         elif cached:
             plan_decoder = decoder(model, cached, max_tokens, rows, device)
-        beam_plan(plan_decoder, prefixes[0][None], [torch.Generator(device)], estimate, settings, OBSERVATION_DIM, ACTION_DIM)
+        generators = [torch.Generator(device)]
+        beam_plan(plan_decoder, prefixes[0][None], generators, estimate, settings, OBSERVATION_DIM, ACTION_DIM)
     share = matmul_share(profiled, device)
     return {"wall": wall, "cpu": cpu, "flops": flops, "peak_mb": peak / 1024, "plans": plans, "matmul_share": share}
 
@@ -240,16 +245,18 @@ def main() -> None:
 
     time_kind = "wall" if args.device == "cuda" else "CPU"
     table = Table(
-        title=f"TT planning per env step (medians), {args.device}, {args.threads} torch thread(s); speed-up of {time_kind} time"
+        title=f"TT planning per env step (medians), {args.device}, {args.threads} torch thread(s); "
+        f"speed-up of {time_kind} time"
     )
-    columns = ("setting", "path", "steps", "wall ms", f"{time_kind} ms", "speed-up", "GFLOP/step", "FLOP ratio", "GFLOP/s",
-               "matmul share", "peak MB", "same plans")  # fmt: skip
+    columns = ("setting", "path", "steps", "wall ms", f"{time_kind} ms", "speed-up", "GFLOP/step", "FLOP ratio",
+               "GFLOP/s", "matmul share", "peak MB", "same plans")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for setting in args.settings:
         steps = args.steps_a if setting == "a" else args.steps_b
         results = {
-            cached: in_fresh_process(run_path, setting, cached, steps, args.threads, args.device) for cached in (False, True)
+            cached: in_fresh_process(run_path, setting, cached, steps, args.threads, args.device)
+            for cached in (False, True)
         }
         same = same_plans(results[False]["plans"], results[True]["plans"])
         config = SETTINGS[setting]
@@ -278,12 +285,14 @@ def main() -> None:
 def print_many_envs(args: argparse.Namespace) -> None:
     """Env steps/s of `args.envs` envs planned in one search against one search per env, cached path."""
     time_kind = "wall" if args.device == "cuda" else "CPU"
-    table = Table(title=f"{args.envs} envs, one env step each, kv cache, {args.device}; env steps/s of {time_kind} time")
+    title = f"{args.envs} envs, one env step each, kv cache, {args.device}; env steps/s of {time_kind} time"
+    table = Table(title=title)
     for column in ("setting", "search", f"{time_kind} s", "env steps/s", "speed-up", "peak MB", "same plans"):
         table.add_column(column, justify="right", no_wrap=True)
     for setting in args.settings:
         alone, together = (
-            in_fresh_process(run_envs, setting, args.envs, batched, args.threads, args.device) for batched in (False, True)
+            in_fresh_process(run_envs, setting, args.envs, batched, args.threads, args.device)
+            for batched in (False, True)
         )
         config = SETTINGS[setting]
         for result, label in ((alone, "one env at a time"), (together, f"{args.envs} envs together")):

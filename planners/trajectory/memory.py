@@ -10,9 +10,10 @@ from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 
 
 def search_bytes(
-    config: TrajectoryTransformerConfig, settings: SearchSettings, slots: int, max_tokens: int, cached: bool, itemsize: int
+    config: TrajectoryTransformerConfig, settings: SearchSettings, slots: int, max_tokens: int, cached: bool,
+    itemsize: int,
 ) -> int:
-    """Bytes the search over `slots` envs holds at its peak: per beam row its cache, one window's activations, logits."""
+    """Bytes a search over `slots` envs holds at its peak: per beam, its cache, a window's activations, logits."""
     rows = slots * settings.n_expand * settings.beam_width
     width = config.n_embd
     cache = 2 * config.n_layer * max_tokens * width if cached else 0

@@ -253,7 +253,7 @@ class TrajectoryTransformerModel(PretrainedModel):
         """
         config = self.config
         use_cache = config.use_cache if use_cache is None else use_cache
-        batch, length = trajectories.shape
+        length = trajectories.shape[1]
         start = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         if start + length > config.block_size:
             raise SeqrlError(
