@@ -1,14 +1,17 @@
-"""Trajectory Transformer planning latency per env step: key/value cache vs the original (targets: >= 6x, >= 10x).
+"""Trajectory Transformer planning latency per env step: key/value cache vs the original (targets: >= 30x at both).
 
 Hopper-sized model (observation 11, action 3, transition 16, block 159, 100 bins; 4 layers, 4 heads,
 width 128), random init (latency does not depend on training). Each env step plans once from a full
 context (4 past transitions of a random-action Hopper rollout + the observation: 75 tokens), with the
 original's settings except beam width and horizon: (a) beam 32, horizon 5; (b) beam 128, horizon 15.
 Both paths plan from the same prefixes with the same seeds and must return identical plans and values.
-Each (setting, path) runs in its own process so that its peak resident memory (above the memory held
-before planning) is its own. FLOPs are counted from the shapes of every model call (matrix products and
-attention scores); CPU time is process time, the steadier figure on a shared machine.
-Run: python benchmarks/tt_planning.py [--steps-a 5] [--steps-b 2] [--threads 1]
+Then --envs envs planned together in one search against as many single-env searches one after another
+(cached path), which must also agree. Each run is its own process so that its peak resident memory
+(above the memory held before planning) is its own. FLOPs are counted from the shapes of every model
+call (matrix products and attention scores); CPU time is process time, the steadier figure on a shared
+machine; "matmul share" is the share of the profiled time spent in matrix products (addmm, mm, bmm).
+On --device cuda the cached path is the CUDA-graph decoder, and times are wall times.
+Run: python benchmarks/tt_planning.py [--steps-a 5] [--steps-b 2] [--envs 16] [--threads 1] [--device cpu]
 """
 
 import argparse
@@ -30,13 +33,16 @@ from rich.table import Table
 
 from seqrl import TrajectoryTransformerConfig, TrajectoryTransformerModel
 from seqrl.planners.trajectory.beam import beam_plan
-from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder
+from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, GraphDecoder
 from seqrl.planners.trajectory.discretizer import Discretizer
-from seqrl.planners.trajectory.planner import PlannerSettings, reward_value_estimator
+from seqrl.planners.trajectory.model import KVCache
+from seqrl.planners.trajectory.options import PlannerSettings
+from seqrl.planners.trajectory.planner import reward_value_estimator
 
 OBSERVATION_DIM, ACTION_DIM, N_BINS, CONTEXT = 11, 3, 100, 4
 TRANSITION_DIM = OBSERVATION_DIM + ACTION_DIM + 2
 SETTINGS = {"a": PlannerSettings(beam_width=32, horizon=5), "b": PlannerSettings(beam_width=128, horizon=15)}
+MATMULS = ("aten::addmm", "aten::mm", "aten::bmm")
 
 
 def hopper_model() -> TrajectoryTransformerModel:
@@ -70,18 +76,80 @@ def hopper_prefixes(count: int) -> tuple[Discretizer, list[torch.Tensor]]:
 
 
 def count_flops(model: TrajectoryTransformerModel, totals: dict[str, float]) -> None:
-    """Add every forward's FLOPs (linear layers, heads, attention scores and sums) to totals['flops']."""
+    """Add every forward's and decode's FLOPs (linear layers, heads, attention scores and sums) to totals['flops']."""
     config = model.config
     width, layers = config.n_embd, config.n_layer
-    per_token = 2 * (layers * 12 * width * width + width * (config.vocab_size + 1))
+    qkv, rest, head = 2 * 3 * width * width, 2 * 9 * width * width, 2 * width * (config.vocab_size + 1)
 
     def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         rows, new = args[0].shape
         past = kwargs.get("past_key_values")
         total = new + (0 if past is None else past[0][0].shape[2])
-        totals["flops"] += rows * new * (per_token + layers * 4 * total * width)
+        totals["flops"] += rows * new * (layers * (qkv + rest + 4 * total * width) + head)
+
+    def decode(trajectories: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        # the last block computes queries, attention and MLP for the last new token only, the head too
+        rows, new = trajectories.shape
+        total = cache.length + new
+        per_row = new * ((layers - 1) * (qkv + rest + 4 * total * width) + qkv) + rest + 4 * total * width + head
+        totals["flops"] += rows * per_row
+        return type(model).decode(model, trajectories, cache)
 
     model.register_forward_pre_hook(hook, with_kwargs=True)
+    model.decode = decode
+
+
+def decoder(model: TrajectoryTransformerModel, cached: bool, max_tokens: int, rows: int, device: str):
+    """The planner's decoder on `device`: the original's, or the cached one (CUDA graphs on a GPU)."""
+    if not cached:
+        return FullWindowDecoder(model, max_tokens)
+    return (GraphDecoder if device == "cuda" else CachedDecoder)(model, max_tokens, rows)
+
+
+def matmul_share(profiled: Any, device: str) -> float:
+    """The share of the profiled time (CPU, or the GPU's kernels) spent in matrix products."""
+    events = profiled.key_averages()
+    if device == "cuda":  # kernel time, counted with the op that launched it
+        matmuls = sum(event.device_time_total for event in events if event.key in MATMULS)
+        return matmuls / sum(event.self_device_time_total for event in events)
+    return sum(event.self_cpu_time_total for event in events if event.key in MATMULS) / sum(
+        event.self_cpu_time_total for event in events
+    )
+
+
+class Clock:
+    """Process CPU time on CPU; wall time, after the GPU finishes, on CUDA."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def __call__(self) -> float:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return time.process_time()
+
+
+def setup(setting: str, steps: int, threads: int, device: str) -> tuple:
+    """Model, prefixes, estimator and window for a run in this process."""
+    torch.set_num_threads(threads)
+    model = hopper_model().to(device)
+    discretizer, prefixes = hopper_prefixes(steps)
+    settings = SETTINGS[setting]
+    estimate = reward_value_estimator(discretizer.to(device).select(slice(-2, None)), settings.percentile)
+    max_tokens = min(model.config.block_size, settings.max_context_transitions * TRANSITION_DIM - 1)
+    return model, [prefix.to(device) for prefix in prefixes], settings, estimate, max_tokens
+
+
+def warm_up_and_mark(model, cached: bool, max_tokens: int, prefix: torch.Tensor, estimate, device: str) -> int:
+    """Plan once at a tiny setting (first calls load code and set up kernels: not planning memory); RSS after."""
+    warm_up = PlannerSettings(beam_width=2, horizon=2)
+    plan_decoder = decoder(model, cached, max_tokens, 4, device)
+    generators = [torch.Generator(device)]
+    beam_plan(plan_decoder, prefix[None], generators, estimate, warm_up, OBSERVATION_DIM, ACTION_DIM)
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back, so that RSS is what is live
+    Path("/proc/self/clear_refs").write_text("5")  # and restart the peak (VmHWM) from there (Linux)
+    return memory_kib("VmRSS")
 
 
 def memory_kib(field: str) -> int:
@@ -90,36 +158,73 @@ def memory_kib(field: str) -> int:
     return int(line.split()[1])
 
 
-def run_path(setting: str, cached: bool, steps: int, threads: int) -> dict[str, Any]:
-    """Plan `steps` env steps in this process; latencies, FLOPs, peak memory above the start and the plans."""
-    torch.set_num_threads(threads)
-    model = hopper_model()
-    discretizer, prefixes = hopper_prefixes(steps)
-    settings = SETTINGS[setting]
-    estimate = reward_value_estimator(discretizer.select(slice(-2, None)), settings.percentile)
-    max_tokens = min(model.config.block_size, settings.max_context_transitions * TRANSITION_DIM - 1)
+def run_path(setting: str, cached: bool, steps: int, threads: int, device: str) -> dict[str, Any]:
+    """Plan `steps` env steps in this process; latencies, FLOPs, matmul share, peak memory above the start, plans."""
+    model, prefixes, settings, estimate, max_tokens = setup(setting, steps, threads, device)
     totals = {"flops": 0.0}
     count_flops(model, totals)
-    decoder_class = CachedDecoder if cached else FullWindowDecoder
-    warm_up = PlannerSettings(beam_width=2, horizon=2)  # first calls load code and set up kernels: not planning memory
-    first = prefixes[0][None]
-    beam_plan(decoder_class(model, max_tokens), first, [torch.Generator()], estimate, warm_up, OBSERVATION_DIM, ACTION_DIM)
-    totals["flops"] = 0.0
-    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back, so that RSS is what is live
-    Path("/proc/self/clear_refs").write_text("5")  # and restart the peak (VmHWM) from there (Linux)
-    memory_before = memory_kib("VmRSS")
+    memory_before = warm_up_and_mark(model, cached, max_tokens, prefixes[0], estimate, device)
+    totals["flops"], clock = 0.0, Clock(device)
     wall, cpu, plans = [], [], []
+    rows = settings.n_expand * settings.beam_width
+    plan_decoder = decoder(model, cached, max_tokens, rows, device)
     for step, prefix in enumerate(prefixes):
-        generator = torch.Generator().manual_seed(step)
-        started, started_cpu = time.perf_counter(), time.process_time()
+        generator = torch.Generator(device).manual_seed(step)
+        if cached and device != "cuda":
+            plan_decoder = decoder(model, cached, max_tokens, rows, device)  # as the planner: fresh on CPU
+        elif cached:
+            plan_decoder.reset()  # kept on CUDA, with its graphs
+        started, started_cpu = time.perf_counter(), clock()
         plan, value = beam_plan(
-            decoder_class(model, max_tokens), prefix[None], [generator], estimate, settings, OBSERVATION_DIM, ACTION_DIM
+            plan_decoder, prefix[None], [generator], estimate, settings, OBSERVATION_DIM, ACTION_DIM
         )
+        cpu.append(clock() - started_cpu)
         wall.append(time.perf_counter() - started)
-        cpu.append(time.process_time() - started_cpu)
-        plans.append((plan[0], value.item()))
+        plans.append((plan[0].cpu(), value.item()))
     peak = memory_kib("VmHWM") - memory_before
-    return {"wall": wall, "cpu": cpu, "flops": totals["flops"] / steps, "peak_mb": peak / 1024, "plans": plans}
+    flops = totals["flops"] / steps
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiled:  # one more step, profiled, for the matmul share
+        if cached and device == "cuda":
+            plan_decoder.reset()
+        elif cached:
+            plan_decoder = decoder(model, cached, max_tokens, rows, device)
+        generators = [torch.Generator(device)]
+        beam_plan(plan_decoder, prefixes[0][None], generators, estimate, settings, OBSERVATION_DIM, ACTION_DIM)
+    share = matmul_share(profiled, device)
+    return {"wall": wall, "cpu": cpu, "flops": flops, "peak_mb": peak / 1024, "plans": plans, "matmul_share": share}
+
+
+def run_envs(setting: str, envs: int, together: bool, threads: int, device: str) -> dict[str, Any]:
+    """One env step for each of `envs` envs (cached path): one search over all of them, or one search per env."""
+    model, prefixes, settings, estimate, max_tokens = setup(setting, envs, threads, device)
+    memory_before = warm_up_and_mark(model, True, max_tokens, prefixes[0], estimate, device)
+    groups = [list(range(envs))] if together else [[env] for env in range(envs)]
+    rows = len(groups[0]) * settings.n_expand * settings.beam_width
+    clock, plans = Clock(device), []
+    plan_decoder = decoder(model, True, max_tokens, rows, device)
+    started = clock()
+    for group in groups:
+        if device == "cuda":
+            plan_decoder.reset()
+        else:
+            plan_decoder = decoder(model, True, max_tokens, rows, device)
+        generators = [torch.Generator(device).manual_seed(env) for env in group]
+        batch = torch.stack([prefixes[env] for env in group])
+        plan, value = beam_plan(plan_decoder, batch, generators, estimate, settings, OBSERVATION_DIM, ACTION_DIM)
+        plans += list(zip(plan.cpu(), value.tolist()))
+    elapsed = clock() - started
+    return {"seconds": elapsed, "peak_mb": (memory_kib("VmHWM") - memory_before) / 1024, "plans": plans}
+
+
+def same_plans(these: list, those: list) -> int:
+    """How many (plan, value) pairs agree: tokens exactly, values to float32 rounding."""
+    return sum(
+        torch.equal(plan_a, plan_b) and math.isclose(value_a, value_b, rel_tol=1e-5)
+        for (plan_a, value_a), (plan_b, value_b) in zip(these, those)
+    )
 
 
 def in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
@@ -129,40 +234,79 @@ def in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
 
 
 def main() -> None:
-    """Time both paths at both settings, check their plans agree, print the table."""
+    """Time both paths at both settings, then many envs together against one by one; check plans agree."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps-a", type=int, default=5, help="planned env steps at setting (a)")
     parser.add_argument("--steps-b", type=int, default=2, help="planned env steps at setting (b); ~1-2 min each uncached")
+    parser.add_argument("--envs", type=int, default=16, help="envs planned together in the many-env rows (0: none)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared machine)")
     parser.add_argument("--settings", default="ab", help="which settings to run: a, b or ab")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to plan")
     args = parser.parse_args()
 
-    table = Table(title=f"TT planning per env step (medians), CPU, {args.threads} torch thread(s); speed-up of CPU time")
-    for column in ("setting", "path", "steps", "wall ms", "CPU ms", "speed-up", "GFLOP/step", "FLOP ratio", "peak MB", "same plans"):
+    time_kind = "wall" if args.device == "cuda" else "CPU"
+    table = Table(
+        title=f"TT planning per env step (medians), {args.device}, {args.threads} torch thread(s); "
+        f"speed-up of {time_kind} time"
+    )
+    columns = ("setting", "path", "steps", "wall ms", f"{time_kind} ms", "speed-up", "GFLOP/step", "FLOP ratio",
+               "GFLOP/s", "matmul share", "peak MB", "same plans")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for setting in args.settings:
         steps = args.steps_a if setting == "a" else args.steps_b
-        results = {cached: in_fresh_process(run_path, setting, cached, steps, args.threads) for cached in (False, True)}
-        same = sum(
-            torch.equal(plan_u, plan_c) and math.isclose(value_u, value_c, rel_tol=1e-5)
-            for (plan_u, value_u), (plan_c, value_c) in zip(results[False]["plans"], results[True]["plans"])
-        )
+        results = {
+            cached: in_fresh_process(run_path, setting, cached, steps, args.threads, args.device)
+            for cached in (False, True)
+        }
+        same = same_plans(results[False]["plans"], results[True]["plans"])
         config = SETTINGS[setting]
         for cached in (False, True):
             result, original = results[cached], results[False]
+            seconds = statistics.median(result["cpu"])
             table.add_row(
                 f"({setting}) beam {config.beam_width}, H {config.horizon}" if not cached else "",
                 "kv cache" if cached else "original",
                 str(steps),
                 f"{statistics.median(result['wall']) * 1e3:,.0f}",
-                f"{statistics.median(result['cpu']) * 1e3:,.0f}",
-                f"{statistics.median(original['cpu']) / statistics.median(result['cpu']):.1f}x",
+                f"{seconds * 1e3:,.0f}",
+                f"{statistics.median(original['cpu']) / seconds:.1f}x",
                 f"{result['flops'] / 1e9:,.1f}",
                 f"{original['flops'] / result['flops']:.1f}x",
+                f"{result['flops'] / 1e9 / seconds:,.1f}",
+                f"{result['matmul_share']:.0%}",
                 f"{result['peak_mb']:,.0f}",
                 f"{same}/{steps}" if cached else "",
             )
-    Console(width=130).print(table)
+    Console(width=150).print(table)
+    if args.envs:
+        print_many_envs(args)
+
+
+def print_many_envs(args: argparse.Namespace) -> None:
+    """Env steps/s of `args.envs` envs planned in one search against one search per env, cached path."""
+    time_kind = "wall" if args.device == "cuda" else "CPU"
+    title = f"{args.envs} envs, one env step each, kv cache, {args.device}; env steps/s of {time_kind} time"
+    table = Table(title=title)
+    for column in ("setting", "search", f"{time_kind} s", "env steps/s", "speed-up", "peak MB", "same plans"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for setting in args.settings:
+        alone, together = (
+            in_fresh_process(run_envs, setting, args.envs, batched, args.threads, args.device)
+            for batched in (False, True)
+        )
+        config = SETTINGS[setting]
+        for result, label in ((alone, "one env at a time"), (together, f"{args.envs} envs together")):
+            table.add_row(
+                f"({setting}) beam {config.beam_width}, H {config.horizon}" if result is alone else "",
+                label,
+                f"{result['seconds']:,.1f}",
+                f"{args.envs / result['seconds']:,.2f}",
+                f"{alone['seconds'] / result['seconds']:.1f}x",
+                f"{result['peak_mb']:,.0f}",
+                f"{same_plans(alone['plans'], together['plans'])}/{args.envs}" if result is together else "",
+            )
+    Console(width=150).print(table)
 
 
 if __name__ == "__main__":

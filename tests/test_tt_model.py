@@ -6,12 +6,18 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from seqrl import SeqrlError, TrajectoryTransformerConfig, TrajectoryTransformerModel
-from seqrl.planners.trajectory.cpu_training import QUERY_BLOCK, blocked_attention, dropout, keep_mask
-from seqrl.planners.trajectory.model import select_cache
+from seqrl.planners.trajectory import kernels
+from seqrl.planners.trajectory.kernels import QUERY_BLOCK, Linear, blocked_attention, dropout, keep_mask
+from seqrl.planners.trajectory.model import KVCache, select_cache
 
-transformers = pytest.importorskip("transformers")
+try:
+    import transformers
+except ImportError:  # the parity tests skip; the kernels' tests still run
+    transformers = None
+needs_transformers = pytest.mark.skipif(transformers is None, reason="needs transformers, the parity reference")
 
 SMALL = dict(
     vocab_size=20, block_size=48, observation_dim=3, action_dim=2, transition_dim=7, n_layer=2, n_head=4, n_embd=32
@@ -30,6 +36,8 @@ ISSUE_DEFAULTS = dict(
 @pytest.fixture(scope="module")
 def hf_model():
     """transformers' model on SMALL with every parameter random (its init leaves pos_emb at zero)."""
+    if transformers is None:
+        pytest.skip("needs transformers, the parity reference")
     torch.manual_seed(0)
     model = transformers.TrajectoryTransformerModel(transformers.TrajectoryTransformerConfig(**SMALL, action_weight=3))
     with torch.no_grad():
@@ -52,6 +60,7 @@ def tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, SMALL["vocab_size"] + 1, (batch, length), generator=generator)
 
 
+@needs_transformers
 def test_config_defaults_match_the_issue_and_transformers():
     ours = dataclasses.asdict(TrajectoryTransformerConfig())
     assert ours == ISSUE_DEFAULTS
@@ -59,6 +68,7 @@ def test_config_defaults_match_the_issue_and_transformers():
     assert {key: theirs[key] for key in ours} == ours
 
 
+@needs_transformers
 def test_config_round_trips_through_transformers(tmp_path):
     config = TrajectoryTransformerConfig(**SMALL, value_weight=2.5, layer_norm_eps=1e-6)
     config.save_pretrained(tmp_path)
@@ -137,6 +147,23 @@ def test_prefix_then_chunks_equals_full_forward(model, prefix):
         pieces.append(output.logits)
         cache, start = output.past_key_values, start + chunk.shape[1]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_preallocated_cache_decodes_as_the_full_forward(model):
+    trajectories = tokens(3, 40)
+    full = model(trajectories).logits
+    cache, start = KVCache(model, rows=4, tokens=40), 0
+    for size in (TRANSITION + 2, 1, 3, 1, 40):  # chunks that straddle transition boundaries, and single tokens
+        chunk = trajectories[:, start : start + size]
+        start += chunk.shape[1]
+        torch.testing.assert_close(model.decode(chunk, cache), full[:, start - 1], atol=1e-5, rtol=1e-5)
+        if start == 2 * TRANSITION:  # fork: row 3 continues row 1's history
+            cache.copy_rows(torch.tensor([3]), torch.tensor([1]))
+            trajectories, full = trajectories[[0, 1, 2, 1]], full[[0, 1, 2, 1]]
+    assert cache.length == 40 and cache.keys[0].shape == (4, SMALL["n_head"], 40, SMALL["n_embd"] // SMALL["n_head"])
+    with pytest.raises(SeqrlError, match="larger cache"):
+        model.decode(trajectories[:, :1], cache)
 
 
 @torch.no_grad()
@@ -304,3 +331,32 @@ def test_training_dropout_follows_the_seed(model):
         losses.append(trained.train()(trajectories, targets=trajectories).loss)
     assert losses[0] == losses[1] and losses[0] != losses[2]
     assert losses[0] != trained.eval()(trajectories, targets=trajectories).loss
+
+
+def test_onednn_linear_is_checked_against_f_linear_and_falls_back(monkeypatch):
+    layer, x = Linear(8, 4), torch.randn(6, 8, requires_grad=True)
+
+    def gradients() -> tuple[torch.Tensor, ...]:
+        return torch.autograd.grad(layer(x).square().sum(), (x, layer.weight, layer.bias))
+
+    expected = torch.autograd.grad(F.linear(x, layer.weight, layer.bias).square().sum(), (x, layer.weight, layer.bias))
+    kernels.onednn_linear_works.cache_clear()
+    try:
+        for mine, reference in zip(gradients(), expected, strict=True):  # oneDNN's op if it works on this torch
+            torch.testing.assert_close(mine, reference)
+
+        def wrong(x, weight, bias, *args):  # a private op whose meaning changed
+            return torch.zeros(x.shape[0], weight.shape[0])
+
+        def missing(*args):  # or whose signature did
+            raise RuntimeError("_linear_pointwise() expected 7 arguments")
+
+        for replacement in (wrong, missing):
+            monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", replacement, raising=False)
+            kernels.onednn_linear_works.cache_clear()
+            assert not kernels.onednn_linear_works()
+            for mine, reference in zip(gradients(), expected, strict=True):
+                torch.testing.assert_close(mine, reference)
+    finally:
+        monkeypatch.undo()
+        kernels.onednn_linear_works.cache_clear()

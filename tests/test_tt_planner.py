@@ -13,10 +13,11 @@ import torch
 
 from seqrl import SeqrlError
 from seqrl.planners import load_agent
+from seqrl.planners.trajectory import memory
 from seqrl.planners.trajectory import planner as planner_module
-from seqrl.planners.trajectory.beam import filter_cdf, filter_top_k
+from seqrl.planners.trajectory.beam import beam_plan, filter_cdf, filter_top_k
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
-from seqrl.planners.trajectory.decoding import CachedDecoder, window_start
+from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, GraphDecoder, window_start
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
 from seqrl.planners.trajectory.model import TrajectoryTransformerModel
 from seqrl.planners.trajectory.options import TrainArgs
@@ -25,6 +26,7 @@ from seqrl.planners.trajectory.train import train_tt
 OBS, ACT = 11, 3  # Hopper
 TRANSITION = OBS + ACT + 2
 TOP_1 = dict(k_obs=1, k_act=1)  # deterministic search: every choice is an argmax
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -195,8 +197,34 @@ def test_cached_logits_equal_a_full_window_recomputation(checkpoint, monkeypatch
     assert seen["slides"] > 6 and seen["distinct_beams"] > 8
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_graph_decoder_plans_as_the_original(checkpoint, device):
+    """GraphDecoder, the CUDA path (on CPU without graphs): 3 slots in one search, windows sliding, reused."""
+    agent = load_agent(checkpoint, hopper(), device=device, horizon=4, beam_width=4, max_context_transitions=2)
+    model = agent.model.double()  # float64 keeps rounding differences between batch shapes off near-ties
+    settings, rows = agent.planner_settings, 3 * agent.planner_settings.n_expand * agent.planner_settings.beam_width
+    generator = torch.Generator().manual_seed(0)
+    prefixes = torch.randint(0, model.config.vocab_size, (3, TRANSITION + OBS), generator=generator).to(device)
+    graph_decoder = GraphDecoder(model, agent.max_tokens, rows)
+
+    def plan(decoder):
+        generators = [torch.Generator(device).manual_seed(slot) for slot in range(3)]
+        return beam_plan(decoder, prefixes, generators, agent.reward_and_value, settings, OBS, ACT)
+
+    plans, values = plan(FullWindowDecoder(model, agent.max_tokens))
+    for decoder in (CachedDecoder(model, agent.max_tokens, rows), graph_decoder, graph_decoder):
+        if isinstance(decoder, GraphDecoder):
+            decoder.reset()  # a second search replays the graphs the first one captured
+        other_plans, other_values = plan(decoder)
+        assert torch.equal(other_plans, plans)
+        torch.testing.assert_close(other_values, values, rtol=1e-9, atol=1e-9)
+    assert OBS + 4 * TRANSITION > agent.max_tokens  # the window slid within the search
+    assert (len(graph_decoder.graphs) > 0) == (device == "cuda")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("settings", [TOP_1, {}], ids=["top-1", "sampled"])
-def test_batched_envs_act_as_single_env_planners(checkpoint, settings):
+def test_batched_envs_act_as_single_env_planners(checkpoint, settings, device):
     """K slots in one batched agent, one starting two steps late, act as K single-env planners.
 
     Sampled, each slot must draw from its own generator as a lone planner would (float64 keeps rounding
@@ -204,8 +232,8 @@ def test_batched_envs_act_as_single_env_planners(checkpoint, settings):
     """
     settings = dict(horizon=3, beam_width=4, max_context_transitions=3, **settings)
     envs = [hopper(seed) for seed in range(3)]
-    batched = load_agent(checkpoint, envs[0], **settings)
-    singles = [load_agent(checkpoint, env, **settings) for env in envs]
+    batched = load_agent(checkpoint, envs[0], device=device, **settings)
+    singles = [load_agent(checkpoint, env, device=device, **settings) for env in envs]
     if "k_act" not in settings:
         for agent in (batched, *singles):
             agent.model.double()
@@ -242,9 +270,17 @@ def resident_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def test_memory_stays_bounded_over_a_1000_step_episode(tmp_path):
+def test_memory_stays_bounded_over_a_1000_step_episode(tmp_path, monkeypatch):
     env = hopper()
     agent = load_agent(tiny_checkpoint(tmp_path / "tiny"), env, horizon=1, beam_width=2, n_expand=1)
+    cache_shapes, make_decoder = set(), agent.decoder
+
+    def recorded(slots):
+        decoder = make_decoder(slots)
+        cache_shapes.add(tuple(decoder.cache.keys[0].shape))
+        return decoder
+
+    monkeypatch.setattr(agent, "decoder", recorded)
     observation, _ = env.reset(seed=0)
     agent.reset(seed=0)
     for step in range(1000):
@@ -256,6 +292,7 @@ def test_memory_stays_bounded_over_a_1000_step_episode(tmp_path):
             if step == 199:
                 then = measured
     assert len(agent.slots[0].context) == 5
+    assert cache_shapes == {(2, 1, agent.max_tokens, 8)}  # (n_expand * beam_width, n_head, window, head_dim) always
     assert measured[0] == then[0]  # the same context and plan sizes
     assert measured[1] - then[1] < 20  # no Python objects pile up (each leaked tensor or array would count)
     assert measured[2] - then[2] < 2_000_000  # and no memory: a leaked cache would be megabytes
@@ -336,3 +373,20 @@ def test_dimension_mismatch_is_a_one_line_error_before_any_step(seqrl, tmp_path)
     assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("error:")
     assert "observation_dim 17" in done.stderr and "Hopper-v5 has 11" in done.stderr
     assert not log.exists() or log.read_text() == ""
+
+
+def test_searches_that_cannot_fit_are_refused_before_allocating(tmp_path, monkeypatch):
+    directory, env = tiny_checkpoint(tmp_path / "tiny"), hopper()
+    with pytest.raises(SeqrlError, match="beam width 1000 x n_expand 100000 needs about") as error:
+        load_agent(directory, env, beam_width=1000, n_expand=100000)  # ~10^8 beams: terabytes
+    assert "\n" not in str(error.value) and "lower --beam-width or --n-expand" in str(error.value)
+
+    agent = load_agent(directory, env, horizon=1, beam_width=64)  # with 4 searches' worth free: 8 envs do not fit
+    needed = memory.search_bytes(agent.model.config, agent.planner_settings, 1, agent.max_tokens, True, 4)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 4 * needed)
+    observations = np.stack([hopper(seed).reset(seed=seed)[0] for seed in range(8)])
+    for slot in range(8):
+        agent.reset(seed=slot, slot=slot)
+    with pytest.raises(SeqrlError, match="search over 8 envs .* or plan fewer envs at once"):
+        agent.act_batch(observations, list(range(8)))
+    assert agent.act_batch(observations[:2], [0, 1]).shape == (2, ACT)

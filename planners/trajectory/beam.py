@@ -45,12 +45,12 @@ def sample_tokens(
     top_k: int | None,
     cdf: float | None,
     generators: Sequence[torch.Generator],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Append `count` sampled tokens to sequences (rows, length); also the unfiltered probs (rows, count, vocab_size + 1)."""
-    probs = []
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Append `count` sampled tokens to sequences (rows, length); also their unfiltered logits, each (rows, V + 1)."""
+    unfiltered = []
     for _ in range(count):
         logits = decoder.logits(sequences)
-        probs.append(logits.softmax(-1))
+        unfiltered.append(logits)
         if cdf is not None:
             logits = filter_cdf(logits, cdf)
         if top_k is not None:
@@ -58,7 +58,7 @@ def sample_tokens(
         per_slot = logits.softmax(-1).chunk(len(generators))
         tokens = [torch.multinomial(p, 1, generator=generator) for p, generator in zip(per_slot, generators)]
         sequences = torch.cat((sequences, torch.cat(tokens)), dim=1)
-    return sequences, torch.stack(probs, dim=1)
+    return sequences, unfiltered
 
 
 @torch.inference_mode()
@@ -92,8 +92,8 @@ def beam_plan(
         copies = torch.arange(slots * beams, device=device).view(slots, 1, beams).expand(slots, settings.n_expand, beams)
         regather(copies.flatten())
         sequences, _ = sample_tokens(decoder, sequences, action_dim, settings.k_act, settings.cdf_act, generators)
-        sequences, probs = sample_tokens(decoder, sequences, 2, 1, None, generators)
-        rewards[:, t : t + 2] = reward_and_value(probs)
+        sequences, logits = sample_tokens(decoder, sequences, 2, 1, None, generators)
+        rewards[:, t : t + 2] = reward_and_value(torch.stack(logits, dim=1).softmax(-1))
         values = (rewards * discounts).sum(-1).view(slots, -1)  # (slots, n_expand * beams)
         values, best = values.topk(beams, dim=-1)  # (slots, beams), best first
         first_row = torch.arange(slots, device=device)[:, None] * settings.n_expand * beams

@@ -9,6 +9,9 @@ Cache format (`past_key_values`): a tuple with one `(key, value)` pair per layer
 tensor of shape (batch, n_head, cached_length, n_embd // n_head). Select or repeat rows (beams)
 with `select_cache`. Keys carry their absolute positions, so a cache cannot be cropped at the
 front; the cached plus new length may not exceed `block_size`.
+
+For planning, `decode` appends tokens to a `KVCache` instead: buffers allocated once for a
+search's rows and window, written in place, with one fused query/key/value product per layer.
 """
 
 import math
@@ -20,7 +23,7 @@ from torch import nn
 
 from seqrl import SeqrlError
 from seqrl.planners.checkpoint import PretrainedModel
-from seqrl.planners.trajectory.cpu_training import BitDropout, Linear, blocked_attention
+from seqrl.planners.trajectory.kernels import BitDropout, Linear, blocked_attention
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 
 LayerCache = tuple[torch.Tensor, torch.Tensor]
@@ -40,6 +43,38 @@ class TrajectoryTransformerOutput:
 def select_cache(past_key_values: tuple[LayerCache, ...], index: torch.Tensor) -> tuple[LayerCache, ...]:
     """The cache rows `index` (a 1-D LongTensor over the batch; repeat a row to fork beams)."""
     return tuple((key.index_select(0, index), value.index_select(0, index)) for key, value in past_key_values)
+
+
+class KVCache:
+    """Preallocated keys and values of `rows` histories of up to `tokens` tokens, for `decode`.
+
+    Row r's positions [0, length) hold the keys and values of history r. The fused query/key/value
+    weights are taken from the model when the cache is made: make a new cache after changing weights.
+    """
+
+    def __init__(self, model: "TrajectoryTransformerModel", rows: int, tokens: int) -> None:
+        config, weight = model.config, model.tok_emb.weight
+        if tokens > config.block_size:
+            raise SeqrlError(
+                f"a cache of {tokens} tokens exceeds the model's block size {config.block_size}; shorten the context"
+            )
+        shape = (rows, config.n_head, tokens, config.n_embd // config.n_head)  # per layer
+        self.keys = [weight.new_empty(shape) for _ in model.blocks]
+        self.values = [weight.new_empty(shape) for _ in model.blocks]
+        self.qkv = [block.attn.fused_qkv() for block in model.blocks]  # per layer (weight, bias)
+        self.allowed = model.allowed_keys(0, tokens)  # (tokens, tokens), sliced by each decode
+        self.rows, self.tokens, self.length = rows, tokens, 0
+
+    def copy_rows(self, targets: torch.Tensor, sources: torch.Tensor) -> None:
+        """Give rows `targets` the histories of rows `sources` (1-D LongTensors; all sources are read first)."""
+        for buffer in (*self.keys, *self.values):
+            buffer[:, :, : self.length].index_copy_(0, targets, buffer[:, :, : self.length].index_select(0, sources))
+
+
+def attention_weights(query: torch.Tensor, key: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """softmax(query key^T / sqrt(head_dim)) over the allowed (length, total) keys: (batch, n_head, length, total)."""
+    scores = query @ key.transpose(-2, -1) / math.sqrt(key.size(-1))
+    return F.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
 
 
 class EinLinear(nn.Module):
@@ -83,8 +118,7 @@ class CausalSelfAttention(nn.Module):
             value = torch.cat((layer_past[1], value), dim=2)
         p = self.attn_drop.p if self.training else 0.0
         if output_attentions or (length == 1 and p == 0.0):  # one query (decoding): plain products beat SDPA on CPU
-            scores = query @ key.transpose(-2, -1) / math.sqrt(key.size(-1))  # (batch, n_head, length, total)
-            weights = self.attn_drop(F.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1))
+            weights = self.attn_drop(attention_weights(query, key, allowed))  # (batch, n_head, length, total)
             attended = weights @ value
             weights = weights if output_attentions else None
         elif 0 < p < 1 and x.device.type == "cpu":  # SDPA's CPU kernels cannot drop out: its math path is slow
@@ -95,6 +129,31 @@ class CausalSelfAttention(nn.Module):
             attended = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, dropout_p=p)
         attended = attended.transpose(1, 2).reshape(batch, length, width)  # heads side by side again
         return self.resid_drop(self.proj(attended)), (key, value), weights
+
+    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query, key and value layers as one: weight (3 * n_embd, n_embd) and bias (3 * n_embd,)."""
+        layers = (self.query, self.key, self.value)
+        weight, bias = torch.cat([layer.weight for layer in layers]), torch.cat([layer.bias for layer in layers])
+        return weight.detach(), bias.detach()
+
+    def decode(
+        self, x: torch.Tensor, qkv: tuple[torch.Tensor, torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
+        start: int, allowed: torch.Tensor, last_only: bool,
+    ) -> torch.Tensor:
+        """Attention of x (rows, n, n_embd) at positions [start, start + n), its keys and values written into the
+        layer's cache buffers (capacity, n_head, tokens, head_dim); `allowed` is (n, start + n). With `last_only`,
+        only the last position's output is computed (rows, 1, n_embd)."""
+        rows, length, width = x.shape
+        end = start + length
+        # (rows, n, 3 * width) -> 3 x (rows, n_head, n, head_dim)
+        query, key, value = F.linear(x, *qkv).view(rows, length, 3, self.n_head, -1).permute(2, 0, 3, 1, 4)
+        keys[:rows, :, start:end] = key
+        values[:rows, :, start:end] = value
+        if last_only:
+            query, allowed, length = query[:, :, -1:], allowed[-1:], 1
+        attended = attention_weights(query, keys[:rows, :, :end], allowed) @ values[:rows, :, :end]
+        attended = attended.transpose(1, 2).reshape(rows, length, width)  # heads side by side again
+        return F.linear(attended, self.proj.weight, self.proj.bias)
 
 
 class Block(nn.Module):
@@ -119,6 +178,19 @@ class Block(nn.Module):
         x = x + attended
         x = x + self.drop(self.l2(self.act(self.l1(self.ln2(x)))))
         return x, present, weights
+
+    def decode(
+        self, x: torch.Tensor, qkv: tuple[torch.Tensor, torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
+        start: int, allowed: torch.Tensor, last_only: bool,
+    ) -> torch.Tensor:
+        """`forward` at inference, writing keys and values into the cache (see `CausalSelfAttention.decode`)."""
+        width = x.shape[-1]
+        normed = F.layer_norm(x, (width,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
+        attended = self.attn.decode(normed, qkv, keys, values, start, allowed, last_only)
+        x = x[:, -1:] + attended if last_only else x + attended
+        normed = F.layer_norm(x, (width,), self.ln2.weight, self.ln2.bias, self.ln2.eps)
+        hidden = F.gelu(F.linear(normed, self.l1.weight, self.l1.bias))  # (rows, n, 4 * n_embd)
+        return x + F.linear(hidden, self.l2.weight, self.l2.bias)
 
 
 class TrajectoryTransformerModel(PretrainedModel):
@@ -181,7 +253,7 @@ class TrajectoryTransformerModel(PretrainedModel):
         """
         config = self.config
         use_cache = config.use_cache if use_cache is None else use_cache
-        batch, length = trajectories.shape
+        length = trajectories.shape[1]
         start = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         if start + length > config.block_size:
             raise SeqrlError(
@@ -189,17 +261,8 @@ class TrajectoryTransformerModel(PretrainedModel):
                 "shorten the context"
             )
         positions = torch.arange(start, start + length, device=trajectories.device)
-        dimensions = positions % config.transition_dim
-        stop_token = config.vocab_size * config.transition_dim
-        tokens = torch.where(
-            trajectories == config.vocab_size, stop_token, trajectories + dimensions * config.vocab_size
-        )
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb[:, start : start + length])  # (batch, length, n_embd)
-
-        # causal, and no query sees a value token (not even its own): (length, start + length)
-        key_positions = torch.arange(start + length, device=trajectories.device)
-        is_value = key_positions % config.transition_dim == config.transition_dim - 1
-        allowed = (key_positions <= positions[:, None]) & ~is_value
+        x = self.drop(self.embed(trajectories, start))  # (batch, length, n_embd)
+        allowed = self.allowed_keys(start, length)
 
         presents, hidden_states, attentions = (), (), ()
         for index, block in enumerate(self.blocks):
@@ -223,6 +286,43 @@ class TrajectoryTransformerModel(PretrainedModel):
             fields = (output.loss, output.logits, output.past_key_values, output.hidden_states, output.attentions)
             return tuple(field for field in fields if field is not None)
         return output
+
+    def embed(self, trajectories: torch.Tensor, start: int) -> torch.Tensor:
+        """Token plus position embeddings (batch, length, n_embd) of trajectories (batch, length) from `start` on."""
+        config = self.config
+        length = trajectories.shape[1]
+        dimensions = torch.arange(start, start + length, device=trajectories.device) % config.transition_dim
+        stop_token = config.vocab_size * config.transition_dim
+        tokens = torch.where(
+            trajectories == config.vocab_size, stop_token, trajectories + dimensions * config.vocab_size
+        )
+        return self.tok_emb(tokens) + self.pos_emb[:, start : start + length]
+
+    def allowed_keys(self, start: int, length: int) -> torch.Tensor:
+        """Keys each query at [start, start + length) sees, causal and never a value token: (length, start + length)."""
+        transition_dim, device = self.config.transition_dim, self.pos_emb.device
+        positions = torch.arange(start, start + length, device=device)
+        key_positions = torch.arange(start + length, device=device)
+        return (key_positions <= positions[:, None]) & (key_positions % transition_dim != transition_dim - 1)
+
+    @torch.inference_mode()
+    def decode(self, trajectories: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (rows, vocab_size + 1) of the token after trajectories (rows, n), appended to cache rows [0, rows)."""
+        rows, length = trajectories.shape
+        start, end = cache.length, cache.length + length
+        if end > cache.tokens or rows > cache.rows:
+            raise SeqrlError(
+                f"cannot decode {rows} rows of {length} tokens after {start} into a cache of {cache.rows} rows of "
+                f"{cache.tokens} tokens; make a larger cache"
+            )
+        x = self.embed(trajectories, start)  # (rows, length, n_embd)
+        allowed = cache.allowed[start:end, :end]
+        for index, (block, qkv, keys, values) in enumerate(zip(self.blocks, cache.qkv, cache.keys, cache.values)):
+            # the last block needs every new token's keys and values, but only the last token's output
+            x = block.decode(x, qkv, keys, values, start, allowed, index == len(self.blocks) - 1)
+        cache.length = end
+        last = F.layer_norm(x[:, -1], (x.shape[-1],), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)  # (rows, n_embd)
+        return F.linear(last, self.head.weight[(end - 1) % self.config.transition_dim])
 
     def next_token_logits(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Apply the head of each token's position within its transition to x (batch, length, n_embd)."""

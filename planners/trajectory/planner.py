@@ -25,8 +25,9 @@ from seqrl.planners.registry import AgentSource
 from seqrl.planners.trajectory.beam import beam_plan
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 from seqrl.planners.trajectory.data import episode_transitions
-from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, window_start
+from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, GraphDecoder, window_start
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
+from seqrl.planners.trajectory.memory import check_search_memory
 from seqrl.planners.trajectory.model import TrajectoryTransformerModel
 from seqrl.planners.trajectory.options import PlannerSettings, TrajectoryMeta
 
@@ -70,6 +71,8 @@ class TrajectoryPlanner(Agent):
         self.observation_bins = self.discretizer.select(slice(0, self.observation_dim))
         self.reward_and_value = reward_value_estimator(self.discretizer.select(slice(-2, None)), settings.percentile)
         self.slots: dict[int, SlotState] = {}
+        self.graph_decoder: GraphDecoder | None = None  # on CUDA, kept across searches with its captured graphs
+        self.check_memory(1)  # before anything large is allocated
 
     def reset(self, seed: int | None = None, slot: int = 0) -> None:
         """Start a new episode in `slot`, its sampling generator seeded with `seed`."""
@@ -126,11 +129,10 @@ class TrajectoryPlanner(Agent):
             prefix = torch.cat([*state.context, tokens])
             # drop the context the model's window would crop anyway, so that slots line up by length
             prefixes.append(prefix[window_start(len(prefix), self.max_tokens, self.transition_dim) :])
-        decoder_class = CachedDecoder if self.planner_settings.kv_cache else FullWindowDecoder
         for length in sorted({len(prefix) for prefix in prefixes}):
             group = [i for i, prefix in enumerate(prefixes) if len(prefix) == length]
             plans, values = beam_plan(
-                decoder_class(self.model, self.max_tokens),
+                self.decoder(len(group)),
                 torch.stack([prefixes[i] for i in group]),
                 [states[i].generator for i in group],
                 self.reward_and_value,
@@ -140,6 +142,27 @@ class TrajectoryPlanner(Agent):
             )
             for i, plan, value in zip(group, plans, values.tolist()):
                 states[i].plan, states[i].plan_value = plan, value
+
+    def check_memory(self, slots: int) -> None:
+        """Refuse a search over `slots` env slots that would not fit in the device's free memory."""
+        settings, itemsize = self.planner_settings, next(self.model.parameters()).element_size()
+        config = self.model.config
+        check_search_memory(config, settings, slots, self.max_tokens, settings.kv_cache, self.device, itemsize)
+
+    def decoder(self, slots: int) -> CachedDecoder | FullWindowDecoder | GraphDecoder:
+        """A decoder for a search over `slots` env slots, once its memory is known to fit (static shapes on CUDA)."""
+        self.check_memory(slots)
+        settings = self.planner_settings
+        rows = slots * settings.n_expand * settings.beam_width
+        if not settings.kv_cache:
+            return FullWindowDecoder(self.model, self.max_tokens)
+        if self.device.type != "cuda":
+            return CachedDecoder(self.model, self.max_tokens, rows)
+        if self.graph_decoder is None or self.graph_decoder.cache.rows < rows:
+            self.graph_decoder = None  # free the smaller cache and its graphs first
+            self.graph_decoder = GraphDecoder(self.model, self.max_tokens, rows)
+        self.graph_decoder.reset()
+        return self.graph_decoder
 
 
 def reward_value_estimator(bins: Discretizer, percentile: str | float) -> Callable[[torch.Tensor], torch.Tensor]:
