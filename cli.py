@@ -1,4 +1,4 @@
-"""The `seqrl` command: rollouts, datasets, training and checkpoint info."""
+"""The `seqrl` command: rollouts, evaluation sweeps, datasets, training and checkpoint info."""
 
 from pathlib import Path
 
@@ -83,6 +83,48 @@ def rollout(
         env, agent, checkpoint, dataset, episodes, seed, max_steps, num_envs, log, resume, record, record_id,
         device, threads, quiet, video, options={name: value for name, value in method_options.items() if value is not None},
     )
+    if status:
+        raise typer.Exit(status)
+
+
+@app.command()
+def evaluate(
+    env: str = typer.Option(..., "--env", help="Gymnasium MuJoCo env id, e.g. Hopper-v5."),
+    checkpoint: list[str] = typer.Option([], help="Checkpoint directory, hub id or bundled:NAME; repeat for more, or a quoted glob ('runs/x/checkpoints/*')."),
+    checkpoints: list[str] = typer.Argument(None, help="More checkpoints (so an unquoted --checkpoint runs/x/checkpoints/* works).", show_default=False),
+    agent: list[str] = typer.Option([], help="Built-in agent dt or tt (the env's bundled checkpoint) or random; repeatable. Default with no --checkpoint: the env's bundled agent."),
+    set_: list[str] = typer.Option([], "--set", help="Agent setting NAME=V1,V2,...; repeatable; the grid is the product of all of them."),
+    episodes: int = typer.Option(10, help="Episodes per cell; episode i uses seed SEED + i."),
+    seed: int = typer.Option(0, help="Seed of episode 0 of every cell."),
+    max_steps: int | None = typer.Option(None, help="Cap on steps per episode (default: the env's own limit)."),
+    num_envs: int = typer.Option(1, help="Envs each worker steps together (one batched agent call per step)."),
+    workers: int | None = typer.Option(None, help="Worker processes (default 1; with --ray auto or ADDRESS: the cluster's CPUs / --threads)."),
+    ray: str | None = typer.Option(None, "--ray", help="Run on Ray (needs seqrl[ray]): local (a local cluster of --workers CPUs), auto or a cluster ADDRESS."),
+    threads: int = typer.Option(1, help="CPU threads for torch in each worker."),
+    log: Path | None = typer.Option(None, help="Append one JSON line per finished episode (rollout's fields plus its cell) to this file."),
+    resume: bool = typer.Option(False, "--resume", help="Skip the episodes --log already holds for this sweep."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors."),
+) -> None:
+    """Evaluate a grid of agents x settings x episodes on one env, on local worker processes or a Ray cluster.
+
+    Examples:
+
+      seqrl evaluate --env Hopper-v5 --checkpoint bundled:hopper-dt --set target_return=1800,3600 --episodes 10 --log sweep.jsonl
+
+      seqrl evaluate --env Hopper-v5 --agent tt --set beam_width=8,32 --workers 2 --log tt.jsonl --resume
+
+      seqrl evaluate --env Hopper-v5 --checkpoint 'runs/dt/checkpoints/*' --ray auto --log history.jsonl
+    """
+    from seqrl.planners.sweep import SweepSpec, expand_checkpoints, parse_grid, run_sweep
+
+    agents = [*agent, *expand_checkpoints([*checkpoint, *(checkpoints or [])])]
+    if not agents:
+        from seqrl.agents.bundled import bundled_methods
+
+        agents = bundled_methods(env)[:1] or ["random"]
+    spec = SweepSpec(env, tuple(agents), parse_grid(set_), episodes, seed, max_steps, num_envs, workers, ray, threads,
+                     log, resume, quiet)
+    status = run_sweep(spec)
     if status:
         raise typer.Exit(status)
 
