@@ -2,7 +2,7 @@
 
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from rich import box
@@ -54,10 +54,11 @@ def run_labels(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
         if "checkpoint" in differing or not parts:
             parts.insert(0, str(description["checkpoint"]))
         labels[key] = ", ".join(parts)
-    seen: dict[str, int] = defaultdict(int)  # runs alike in everything described (e.g. other weights, same name)
-    for key, label in labels.items():
+    counts = Counter(labels.values())  # runs alike in everything described (other weights or cell, same name)
+    seen: Counter[str] = Counter()
+    for key, label in list(labels.items()):
         seen[label] += 1
-        if list(labels.values()).count(label) > 1:
+        if counts[label] > 1:
             labels[key] = f"{label} #{seen[label]}"
     return labels
 

@@ -269,6 +269,7 @@ def _drive(pool: LocalPool | RayPool, jobs: deque[Job], cells: list[Cell], done:
             for event in pool.events(POLL_SECONDS):
                 new_steps += _handle(event, jobs, running, cells, done, spec, episode_log)
                 if event.kind == "died":
+                    progress.progress.console.print(f"a worker died; its unfinished episodes run again ({len(jobs)} jobs queued)")
                     deaths += 1
                     if deaths > most_deaths:
                         raise SeqrlError(f"workers died {deaths} times; check memory and the workers' logs, then --resume")
