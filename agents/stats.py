@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 import numpy as np
-
 from seqrl import SeqrlError
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -18,7 +17,7 @@ def iqm(scores: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def iqm_interval(scores: np.ndarray, confidence: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
-    """Percentile-bootstrap confidence interval of the IQM (None under two episodes); the same seed gives the same interval.
+    """Percentile-bootstrap interval of the IQM (None under two episodes); the same seed gives the same interval.
 
     One env is one task, so the stratified bootstrap of Agarwal et al. resamples the episodes of that task.
     """

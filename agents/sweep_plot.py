@@ -4,12 +4,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from seqrl.agents.sweep_report import group_runs, run_labels, run_scores, summarize_runs
 
 
 def plot_sweep(records: list[dict[str, Any]], output: Path) -> None:
-    """Write a PNG with one row per run (labelled by what differs between runs): episode scores, IQM and its interval."""
+    """Write a PNG with a row per run (labelled by what differs between runs): episode scores, IQM, its interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +29,8 @@ def plot_sweep(records: list[dict[str, Any]], output: Path) -> None:
                       label="IQM 95% CI" if row == 0 else None)
         axis.plot([summary.iqm], [row], "|", color="tab:red", markersize=18, markeredgewidth=2.5,
                   label="IQM" if row == 0 else None)
-    axis.set_yticks(range(len(runs)), [f"{labels[key]} (n={len(lines)})" for key, lines in runs.items()], fontsize="small")
+    ticks = [f"{labels[key]} (n={len(lines)})" for key, lines in runs.items()]
+    axis.set_yticks(range(len(runs)), ticks, fontsize="small")
     axis.invert_yaxis()
     axis.set_xlabel(" / ".join(measures) + (" (D4RL)" if measures == ["normalized score"] else ""))
     axis.grid(axis="x", alpha=0.3)

@@ -9,7 +9,6 @@ from rich import box
 from rich.console import Console
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
 from seqrl.agents.stats import ScoreSummary, summarize_scores
 
 # config entries that follow from the checkpoint (or only say where it ran): not a setting to label cells by
@@ -76,7 +75,8 @@ def run_scores(lines: list[dict[str, Any]]) -> tuple[list[float], str]:
 
 def summarize_runs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, ScoreSummary]:
     """The score summary of each run."""
-    return {key: summarize_scores(run_scores(lines)[0], [line["length"] for line in lines]) for key, lines in runs.items()}
+    return {key: summarize_scores(run_scores(lines)[0], [line["length"] for line in lines])
+            for key, lines in runs.items()}
 
 
 def _cell(value: float | None) -> str:

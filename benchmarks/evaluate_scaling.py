@@ -38,8 +38,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=4, help="episodes per cell")
     parser.add_argument("--max-steps", type=int, default=40, help="steps per episode")
     args = parser.parse_args()
-    common = ["--env", "Hopper-v5", "--episodes", str(args.episodes), "--max-steps", str(args.max_steps), "--threads", "1",
-              "--quiet"]
+    common = ["--env", "Hopper-v5", "--episodes", str(args.episodes), "--max-steps", str(args.max_steps),
+              "--threads", "1", "--quiet"]
     total = len(CDF_ACT) * args.episodes
     with tempfile.TemporaryDirectory() as scratch:
         logs = Path(scratch)

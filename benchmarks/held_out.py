@@ -18,21 +18,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", type=Path, nargs="+", help="checkpoint directories")
     parser.add_argument("--env", required=True, help="env id, e.g. Hopper-v5")
-    parser.add_argument("--target-returns", type=float, nargs="*", default=[], help="DT target returns to try (default: the checkpoint's)")
+    parser.add_argument("--target-returns", type=float, nargs="*", default=[],
+                        help="DT target returns to try (default: the checkpoint's)")
     parser.add_argument("--episodes", type=int, default=50, help="held-out episodes per setting")
     parser.add_argument("--seed", type=int, default=100, help="first held-out seed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
-    parser.add_argument("--logs", type=Path, default=REPO / "runs" / "held-out", help="where the sweep's episode log goes")
+    parser.add_argument("--logs", type=Path, default=REPO / "runs" / "held-out", help="where the sweep's log goes")
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
     log = args.logs / f"{args.env}.jsonl"
 
-    grid = ["--set", "target_return=" + ",".join(f"{target:g}" for target in args.target_returns)] if args.target_returns else []
+    targets = ",".join(f"{target:g}" for target in args.target_returns)
+    grid = ["--set", f"target_return={targets}"] if targets else []
     checkpoints = [option for checkpoint in args.checkpoints for option in ("--checkpoint", str(checkpoint))]
-    seqrl("evaluate", "--env", args.env, *checkpoints, *grid, "--episodes", str(args.episodes), "--seed", str(args.seed),
-          "--num-envs", "10", "--threads", str(args.threads), "--workers", str(args.workers), "--log", str(log), "--resume",
-          "--quiet")
+    seqrl("evaluate", "--env", args.env, *checkpoints, *grid, "--episodes", str(args.episodes),
+          "--seed", str(args.seed), "--num-envs", "10", "--threads", str(args.threads), "--workers", str(args.workers),
+          "--log", str(log), "--resume", "--quiet")
     rows = []
     records = [r for r in read_log(log) if args.seed <= r["seed"] < args.seed + args.episodes]
     for checkpoint in args.checkpoints:
@@ -41,7 +43,8 @@ def main() -> None:
             cell = sorted((r for r in records if r["cell"] == {"checkpoint": str(checkpoint), "settings": settings}),
                           key=lambda r: r["seed"])
             values = [r["normalized_score"] for r in cell]
-            rows.append(f"| `{checkpoint.name}` | {'default' if target is None else f'{target:g}'} | {score_cells(values)} | {len(values)} |")
+            shown = "default" if target is None else f"{target:g}"
+            rows.append(f"| `{checkpoint.name}` | {shown} | {score_cells(values)} | {len(values)} |")
 
     print("\n| checkpoint | target return | normalized score (mean ± std) | worst 5-seed mean | episodes |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-
 from seqrl import SeqrlError, __version__
 from seqrl.agents.bundled import bundled_checkpoint, bundled_methods, resolve_bundled
 from seqrl.agents.episode_log import EpisodeLog, episode_record
 from seqrl.agents.sweep_report import SweepProgress, run_key, sweep_table
-from seqrl.planners.workers import Event, Job, LocalPool, RayPool, WorkerSetup, import_ray
+from seqrl.planners.workers import (
+    Event,
+    Job,
+    LocalPool,
+    RayPool,
+    WorkerSetup,
+    import_ray,
+)
 
 BUILT_IN_AGENTS = ("dt", "tt", "random")  # dt and tt: the env's bundled checkpoints
 POLL_SECONDS = 0.25
@@ -108,7 +114,7 @@ def expand_checkpoints(values: list[str]) -> list[str]:
 
 
 def _resolve_agent(env_id: str, agent: str) -> tuple[str, Path | None]:
-    """An agent's log name and checkpoint directory (None: random), for dt / tt / random, bundled:NAME or a checkpoint."""
+    """An agent's log name and checkpoint directory (None: random): dt / tt / random, bundled:NAME or a checkpoint."""
     from seqrl.planners.checkpoint import resolve_checkpoint
 
     if agent == "random":
@@ -137,13 +143,18 @@ def grid_cells(spec: SweepSpec) -> list[Cell]:
     env = make_env(spec.env_id)
     cells = []
     try:
-        resolved = dict(_resolve_agent(spec.env_id, agent) for agent in spec.agents)  # one cell per agent (dt = bundled:...)
+        # one cell per agent, however it was named (--agent dt is --checkpoint bundled:hopper-dt)
+        resolved = dict(_resolve_agent(spec.env_id, agent) for agent in spec.agents)
         for name, directory in resolved.items():
             for settings in combinations:
                 if directory is None and settings:
-                    raise SeqrlError(f"--set {', '.join(settings)}: the random agent takes no settings; drop --set or the random agent")
+                    raise SeqrlError(f"--set {', '.join(settings)}: the random agent takes no settings; "
+                                     "drop --set or the random agent")
                 try:
-                    loaded = RandomAgent(env.action_space) if directory is None else load_agent(directory, env, **settings)
+                    if directory is None:
+                        loaded = RandomAgent(env.action_space)
+                    else:
+                        loaded = load_agent(directory, env, **settings)
                 except SeqrlError as error:
                     raise SeqrlError(f"{name} with --set {settings}: {error}") from None
                 config = {**loaded.settings(), "max_steps": spec.max_steps, "seqrl_version": __version__}
@@ -166,7 +177,7 @@ def _check(spec: SweepSpec) -> None:
 
 
 def _as_cell_line(cell: Cell, record: dict[str, Any]) -> dict[str, Any]:
-    """A log line seen as a line of `cell` (a line without a `cell` field, from `seqrl rollout`, counts as any cell's)."""
+    """A log line seen as a line of `cell` (a line without `cell`, from `seqrl rollout`, counts as any cell's)."""
     return {**record, "cell": record.get("cell", cell.describe())}
 
 
@@ -253,7 +264,8 @@ def run_sweep(spec: SweepSpec) -> int:
     return status
 
 
-def _drive(pool: LocalPool | RayPool, jobs: deque[Job], cells: list[Cell], done: dict[int, dict[int, dict]], spec: SweepSpec, episode_log: EpisodeLog | None, stop: _Stop, total: int) -> None:
+def _drive(pool: LocalPool | RayPool, jobs: deque[Job], cells: list[Cell], done: dict[int, dict[int, dict]],
+           spec: SweepSpec, episode_log: EpisodeLog | None, stop: _Stop, total: int) -> None:
     """Hand out jobs and log results until every episode is logged, a worker fails, or a signal arrives."""
     running: dict[int, tuple[Job, set[int]]] = {}  # worker -> its job and the episodes not yet logged
     deaths, most_deaths = 0, max(3, 2 * pool.size)  # a worker that dies again and again is not bad luck
@@ -269,10 +281,12 @@ def _drive(pool: LocalPool | RayPool, jobs: deque[Job], cells: list[Cell], done:
             for event in pool.events(POLL_SECONDS):
                 new_steps += _handle(event, jobs, running, cells, done, spec, episode_log)
                 if event.kind == "died":
-                    progress.progress.console.print(f"a worker died; its unfinished episodes run again ({len(jobs)} jobs queued)")
+                    progress.progress.console.print(
+                        f"a worker died; its unfinished episodes run again ({len(jobs)} jobs queued)")
                     deaths += 1
                     if deaths > most_deaths:
-                        raise SeqrlError(f"workers died {deaths} times; check memory and the workers' logs, then --resume")
+                        raise SeqrlError(f"workers died {deaths} times; check memory and the workers' logs, "
+                                         "then --resume")
                     if jobs or running:
                         pool.start()
             cells_done = sum(len(episodes) == spec.episodes for episodes in done.values())
@@ -311,4 +325,5 @@ def _report(console: Console, spec: SweepSpec, lines: list[dict[str, Any]], tota
         console.print(f"log: {spec.log}")
     if status:
         kept = f"kept in {spec.log}; continue with --resume" if spec.log is not None else "not logged (add --log FILE)"
-        console.print(f"interrupted by {signal.Signals(status - 128).name}: {len(lines)} of {total} episodes finished, {kept}")
+        name = signal.Signals(status - 128).name
+        console.print(f"interrupted by {name}: {len(lines)} of {total} episodes finished, {kept}")

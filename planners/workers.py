@@ -65,7 +65,6 @@ class EpisodeWorker:
 
     def __init__(self, setup: WorkerSetup):
         import torch
-
         from seqrl.envs.make import make_env, make_vector_env
 
         torch.set_num_threads(setup.threads)
@@ -130,7 +129,7 @@ def _serve(connection: Connection, setup: WorkerSetup) -> None:
         worker.close()
     except (EOFError, BrokenPipeError):  # the driver went away
         pass
-    except Exception as error:  # reported to the driver, which stops the sweep with it
+    except Exception as error:  # noqa: BLE001 -- reported to the driver, which stops the sweep with it
         connection.send(("error", _failure(error)))
 
 
@@ -158,7 +157,8 @@ class LocalPool:
         """Start one more worker process; returns its id."""
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads
         ours, theirs = context.Pipe()
-        process = context.Process(target=_serve, args=(theirs, self.setup), daemon=True, name=f"seqrl-worker-{self.started}")
+        process = context.Process(target=_serve, args=(theirs, self.setup), daemon=True,
+                                  name=f"seqrl-worker-{self.started}")
         process.start()
         theirs.close()
         self.workers[self.started] = _Process(process, ours)
@@ -188,7 +188,8 @@ class LocalPool:
                 continue
             if kind == "done":
                 self.workers[worker].busy = False
-            events.append(Event(worker, kind, payload if kind == "result" else None, payload if kind == "error" else ""))
+            result, message = (payload, "") if kind == "result" else (None, payload or "")
+            events.append(Event(worker, kind, result, message))
         return events
 
     def alive(self) -> int:
