@@ -208,6 +208,11 @@ class _Stop:
     def _handle(self, signum: int, frame: object) -> None:
         self.signum = signum
 
+    def take_back(self) -> None:
+        """Handle the signals again, after a library (Ray's driver) installed its own handlers."""
+        for signum in self.previous:
+            signal.signal(signum, self._handle)
+
     def restore(self) -> None:
         """Put back the handlers that were there before."""
         for signum, handler in self.previous.items():
@@ -249,6 +254,7 @@ def run_sweep(spec: SweepSpec) -> int:
         if jobs:
             setup = WorkerSetup(spec.env_id, spec.num_envs, spec.max_steps, spec.seed, spec.threads)
             pool = LocalPool(setup, spec.workers or 1) if spec.ray is None else RayPool(setup, spec.ray, spec.workers)
+            stop.take_back()
             _drive(pool, jobs, cells, done, spec, episode_log, stop, total)
     except KeyboardInterrupt:
         stop.signum = stop.signum or signal.SIGINT
