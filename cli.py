@@ -331,5 +331,8 @@ def main() -> None:
     try:
         app()
     except SeqrlError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # escaped: messages name extras such as seqrl[ray], which rich would read as markup
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None

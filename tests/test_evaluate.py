@@ -84,7 +84,7 @@ def test_killed_worker_costs_only_its_episodes(seqrl_command, ray_cluster, tmp_p
 
 def test_resume_after_an_interrupt_finishes_without_repeating(seqrl, seqrl_command, ray_cluster, tmp_path):
     common = ("evaluate", "--env", "Hopper-v5", "--agent", "random", "--checkpoint", "bundled:hopper-dt",
-              "--episodes", 12, "--max-steps", 60, "--threads", 1, "--quiet")
+              "--episodes", 8, "--max-steps", 40, "--threads", 1, "--quiet")
     log = tmp_path / "sweep.jsonl"
     command = [seqrl_command, *common, "--ray", ray_cluster, "--workers", 2, "--log", log]
     process = start(command, tmp_path)
@@ -93,12 +93,12 @@ def test_resume_after_an_interrupt_finishes_without_repeating(seqrl, seqrl_comma
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in err, err
     interrupted = len(read_log(log))
-    assert 2 <= interrupted < 24
+    assert 2 <= interrupted < 16
     done = seqrl(*common, "--workers", 2, "--log", "sweep.jsonl", "--resume")
     assert done.returncode == 0, done.stderr
-    assert seqrl(*common, "--workers", 2, "--log", "fresh.jsonl").returncode == 0
-    resumed = by_cell(read_log(log))
-    assert len(resumed) == 24 and resumed == by_cell(read_log(tmp_path / "fresh.jsonl"))
+    resumed = by_cell(read_log(log))  # an error if an episode was logged twice
+    assert sorted(resumed) == sorted((agent, None if agent == "random" else 3600.0, episode)
+                                     for agent in ("random", "bundled:hopper-dt") for episode in range(8))
     again = seqrl(*common, "--log", "sweep.jsonl")  # a second run of the same sweep into its log
     assert again.returncode == 1 and "--resume" in again.stderr
 
@@ -154,3 +154,22 @@ def test_iqm_interval_is_seeded_and_brackets_the_iqm():
     assert iqm(np.array([0.0, 1.0, 2.0, 3.0, 100.0, -100.0, 1.5, 2.5])) == pytest.approx(1.75)
     assert worst_window_mean([5, 5, 5, 5, 5, 0, 0, 0, 0, 0]) == 0 and worst_window_mean([1, 2]) is None
     assert iqm_interval(np.array([1.0])) is None
+
+
+def test_checkpoint_history_glob_and_shell_expansion(seqrl, tmp_path):
+    import shutil
+
+    from seqrl.agents.bundled import resolve_bundled
+
+    history = tmp_path / "runs" / "x" / "checkpoints"
+    for step in (1000, 500):
+        shutil.copytree(resolve_bundled("hopper-dt"), history / f"step-{step}")
+    common = ("evaluate", "--env", "Hopper-v5", "--episodes", 1, "--max-steps", 5, "--threads", 1, "--quiet")
+    done = seqrl(*common, "--checkpoint", "runs/x/checkpoints/*", "--log", "history.jsonl")
+    assert done.returncode == 0, done.stderr
+    agents = [record["agent"] for record in read_log(tmp_path / "history.jsonl")]
+    assert agents == ["runs/x/checkpoints/step-500", "runs/x/checkpoints/step-1000"]  # in step order
+    shell_expanded = ("--checkpoint", "runs/x/checkpoints/step-1000", "runs/x/checkpoints/step-500")
+    done = seqrl(*common, *shell_expanded, "--log", "history.jsonl", "--resume")  # the same cells: nothing to run
+    assert done.returncode == 0, done.stderr
+    assert len(read_log(tmp_path / "history.jsonl")) == 2
