@@ -1,4 +1,4 @@
-"""The `seqrl` command: rollouts, datasets, training and checkpoint info."""
+"""The `seqrl` command: rollouts, evaluation sweeps, datasets, training and checkpoint info."""
 
 import dataclasses
 import inspect
@@ -13,6 +13,7 @@ from seqrl import SeqrlError
 from seqrl.agents.options import InvalidOption, Options, convert, parse_text, spec_of
 from seqrl.agents.rollout import RolloutOptions
 from seqrl.planners.decision.options import PolicySettings, TrainArgs as DecisionTrainArgs
+from seqrl.planners.sweep import SweepSpec
 from seqrl.planners.trajectory.options import PlannerSettings, TrainArgs as TrajectoryTrainArgs
 
 app = typer.Typer(
@@ -135,6 +136,28 @@ def rollout(**values: Any) -> None:
         raise typer.Exit(status)
 
 
+def evaluate(
+    checkpoint: list[str], checkpoints: list[str] | None, agent: list[str], set_: list[str], **values: Any
+) -> None:
+    """Evaluate a grid of agents x settings x episodes on one env, on local worker processes or a Ray cluster.
+
+    Examples:
+
+      seqrl evaluate --env Hopper-v5 --checkpoint bundled:hopper-dt --set target_return=1800,3600 --episodes 10 --log sweep.jsonl
+
+      seqrl evaluate --env Hopper-v5 --agent tt --set beam_width=8,32 --workers 2 --log tt.jsonl --resume
+
+      seqrl evaluate --env Hopper-v5 --checkpoint 'runs/dt/checkpoints/*' --ray auto --log history.jsonl
+    """
+    from seqrl.agents.bundled import bundled_methods
+    from seqrl.planners.sweep import SweepSpec, expand_checkpoints, parse_grid, run_sweep
+
+    agents = [*agent, *expand_checkpoints([*checkpoint, *(checkpoints or [])])] or bundled_methods(values["env"])[:1]
+    status = run_sweep(build(SweepSpec, values, agents=agents or ["random"], grid=parse_grid(set_)))
+    if status:
+        raise typer.Exit(status)
+
+
 @app.command()
 def datasets(
     root: Path | None = typer.Option(
@@ -240,12 +263,29 @@ def train_dt(**values: Any) -> None:
     train(build(DecisionTrainArgs, values))
 
 
+def option_parameter(name: str, *names: str, help: str) -> inspect.Parameter:
+    """A repeatable text option of a command (its values arrive as a list)."""
+    info = typer.Option([], *names, help=help.replace("[", "\\["))
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=list[str])
+
+
+evaluate_parameters = [
+    option_parameter("checkpoint", "--checkpoint", help="Checkpoint directory, hub id or bundled:NAME; repeat for more, "
+                     "or a quoted glob ('runs/x/checkpoints/*')."),
+    inspect.Parameter("checkpoints", inspect.Parameter.KEYWORD_ONLY, annotation=list[str] | None, default=typer.Argument(
+        None, help="More checkpoints (so an unquoted --checkpoint runs/x/checkpoints/* works).", show_default=False)),
+    option_parameter("agent", "--agent", help="Built-in agent dt or tt (the env's bundled checkpoint) or random; "
+                     "repeatable. Default with no --checkpoint: the env's bundled agent."),
+    option_parameter("set_", "--set", help="Agent setting NAME=V1,V2,...; repeatable; the grid is the product of them."),
+    *typer_parameters(SweepSpec),
+]
 rollout_parameters = [
     *typer_parameters(RolloutOptions),
     *typer_parameters(PlannerSettings, TT_PANEL),
     *typer_parameters(PolicySettings, DT_PANEL),
 ]
 app.command("rollout")(command_from(rollout, rollout_parameters))
+app.command("evaluate")(command_from(evaluate, evaluate_parameters))
 train_app.command("tt")(command_from(train_tt, typer_parameters(TrajectoryTrainArgs)))
 train_app.command("dt")(command_from(train_dt, typer_parameters(DecisionTrainArgs)))
 
@@ -255,5 +295,8 @@ def main() -> None:
     try:
         app()
     except SeqrlError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # escaped: messages name extras such as seqrl[ray], which rich would read as markup
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None

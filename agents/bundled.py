@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from seqrl import SeqrlError
 from seqrl.envs.families import env_family
 
 BUNDLED_ROOT = Path(__file__).parent / "checkpoints"  # <family>-<method>/, e.g. hopper-dt/
@@ -21,3 +22,12 @@ def bundled_checkpoint(env_id: str, method: str | None = None) -> Path | None:
     if method not in methods:
         return None
     return BUNDLED_ROOT / f"{env_family(env_id)}-{method}"
+
+
+def resolve_bundled(name: str) -> Path:
+    """The bundled checkpoint directory NAME (as logs write it, `bundled:NAME`), e.g. hopper-dt."""
+    directory = BUNDLED_ROOT / name
+    if not name or "/" in name or not directory.is_dir():
+        shipped = ", ".join(sorted(path.name for path in BUNDLED_ROOT.iterdir() if path.is_dir()))
+        raise SeqrlError(f"no bundled checkpoint {name!r}; bundled: {shipped}")
+    return directory

@@ -29,6 +29,11 @@ def plot_logs(paths: list[Path], output: Path) -> None:
     except ImportError:
         raise SeqrlError("plotting needs matplotlib: pip install 'seqrl[plot]'") from None
     groups = read_episodes(paths)
+    records = [record for group in groups.values() for record in group]
+    if any("cell" in record for record in records):  # a `seqrl evaluate` sweep: a strip per cell, not a time series
+        from seqrl.agents.sweep_plot import plot_sweep
+
+        return plot_sweep(records, output)
     has_scores = any(r.get("normalized_score") is not None for rs in groups.values() for r in rs)
     figure, axes = plt.subplots(2 if has_scores else 1, 1, figsize=(8, 6 if has_scores else 3.5), sharex=True, squeeze=False)
     for label, records in sorted(groups.items()):

@@ -5,7 +5,8 @@
     python benchmarks/results.py --bundle                 # also copy the bundled runs into the package
 
 Each run trains with `seqrl train`, resuming an unfinished checkpoint, then evaluates with
-`seqrl rollout --log ... --resume` on fixed seeds, so an interrupted call picks up where it stopped.
+`seqrl evaluate --log ... --resume` on fixed seeds, so an interrupted call picks up where it stopped
+(logs written by `seqrl rollout` before count as well).
 The table's numbers come from those logs and the checkpoints' seqrl.json, nothing else.
 """
 
@@ -37,11 +38,11 @@ class Run:
     planner: dict[str, Any] = field(default_factory=dict)  # TT planner settings: evaluated, and bundled as defaults
     bundled: bool = False  # the env's shipped agent of this method (`--bundle` copies it into the package)
 
-    def rollout_options(self) -> list[str]:
-        """`seqrl rollout` options: ten envs at a time, and the planner settings."""
+    def evaluate_options(self) -> list[str]:
+        """`seqrl evaluate` options: ten envs at a time, and the planner settings."""
         options = ["--num-envs", "10"]
         for name, value in self.planner.items():
-            options += [f"--{name.replace('_', '-')}", str(value)]
+            options += ["--set", f"{name}={value}"]
         return options
 
 
@@ -85,14 +86,16 @@ def seqrl(*args: str) -> None:
 
 
 def read_log(log: Path) -> list[dict]:
-    """The episode records of a `seqrl rollout --log` file."""
+    """The episode records of a `seqrl rollout --log` or `seqrl evaluate --log` file."""
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
 def score_cells(scores: list[float]) -> str:
     """Table cells 'mean ± std | worst mean over 5 consecutive seeds' of scores in seed order."""
-    windows = [statistics.mean(scores[i : i + 5]) for i in range(len(scores) - 4)]
-    return f"{statistics.mean(scores):.1f} ± {statistics.pstdev(scores):.1f} | {min(windows):.1f}"
+    from seqrl.agents.stats import worst_window_mean
+
+    worst = worst_window_mean(scores)
+    return f"{statistics.mean(scores):.1f} ± {statistics.pstdev(scores):.1f} | {'-' if worst is None else f'{worst:.1f}'}"
 
 
 def read_meta(checkpoint: Path) -> dict:
@@ -112,8 +115,8 @@ def train(run: Run, checkpoint: Path, threads: int) -> None:
 
 def evaluate(run: Run, checkpoint: Path, log: Path, episodes: int, threads: int) -> list[dict]:
     """Evaluate on seeds 0..episodes-1 (resuming the log) and return its episode records."""
-    seqrl("rollout", "--checkpoint", str(checkpoint), "--env", run.env_id, "--episodes", str(episodes), "--seed", "0",
-          "--threads", str(threads), "--log", str(log), "--resume", "--quiet", *run.rollout_options())
+    seqrl("evaluate", "--checkpoint", str(checkpoint), "--env", run.env_id, "--episodes", str(episodes), "--seed", "0",
+          "--threads", str(threads), "--log", str(log), "--resume", "--quiet", *run.evaluate_options())
     return sorted((r for r in read_log(log) if r["episode"] < episodes), key=lambda r: r["episode"])
 
 
