@@ -28,6 +28,10 @@ def plot_logs(paths: list[Path], output: Path) -> None:
         from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise SeqrlError("plotting needs matplotlib: pip install 'seqrl[plot]'") from None
+    if Path(output).is_dir():
+        raise SeqrlError(f"-o {output} is a directory; pass a file such as {Path(output) / 'returns.png'}")
+    if Path(output).suffix.lower() != ".png":
+        raise SeqrlError(f"-o {output} must name a .png file")
     groups = read_episodes(paths)
     has_scores = any(r.get("normalized_score") is not None for rs in groups.values() for r in rs)
     figure, axes = plt.subplots(2 if has_scores else 1, 1, figsize=(8, 6 if has_scores else 3.5), sharex=True, squeeze=False)
@@ -46,6 +50,10 @@ def plot_logs(paths: list[Path], output: Path) -> None:
     for axis in axes[:, 0]:
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=100)
-    plt.close(figure)
+    try:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(output, dpi=100)
+    except OSError as error:
+        raise SeqrlError(f"cannot write {output} ({error.strerror}); pick a writable place") from None
+    finally:
+        plt.close(figure)
