@@ -117,6 +117,9 @@ class EpisodeLog:
         self.path = Path(path)
         if self.path.is_dir():
             raise SeqrlError(f"--log {self.path} is a directory; pass a file such as {self.path / 'runs.jsonl'}")
+        blocking = next((parent for parent in self.path.parents if parent.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise SeqrlError(f"--log {self.path}: {blocking} is a file, not a directory; pick another place for the log")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "a+b", buffering=0)  # unbuffered: a failed write fails in `append`

@@ -389,3 +389,19 @@ def test_weak_command_lines_are_one_line_errors(seqrl, tmp_path, case):
     one_error_line(seqrl(*args, timeout=90), *words)
     assert snapshot(tmp_path) == before
     assert not (tmp_path / "out").exists()
+
+
+def test_broken_dataset_files_are_one_line_errors(tmp_path):
+    import h5py
+
+    from seqrl.envs.datasets import load_dataset
+
+    (tmp_path / "minari" / "data").mkdir(parents=True)
+    (tmp_path / "minari" / "data" / "metadata.json").write_text("")
+    with pytest.raises(SeqrlError, match="metadata.json is empty"):
+        load_dataset(str(tmp_path / "minari"))
+    with h5py.File(tmp_path / "groups.hdf5", "w") as file:
+        for key in ("observations", "actions", "rewards", "terminals", "timeouts"):
+            file.create_group(key)
+    with pytest.raises(SeqrlError, match="are HDF5 groups"):
+        load_dataset(str(tmp_path / "groups.hdf5"))
