@@ -119,7 +119,9 @@ class EpisodeLog:
             raise SeqrlError(f"--log {self.path} is a directory; pass a file such as {self.path / 'runs.jsonl'}")
         blocking = next((parent for parent in self.path.parents if parent.exists()), None)
         if blocking is not None and not blocking.is_dir():
-            raise SeqrlError(f"--log {self.path}: {blocking} is a file, not a directory; pick another place for the log")
+            raise SeqrlError(
+                f"--log {self.path}: {blocking} is a file, not a directory; pick another place for the log"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "a+b", buffering=0)  # unbuffered: a failed write fails in `append`
@@ -152,7 +154,7 @@ class EpisodeLog:
         return done
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one line and force it to disk; a failed write (disk full) leaves the file as it was, and is one line."""
+        """Write one line and force it to disk; a failed write (disk full) leaves the file as it was."""
         line = (json.dumps(record, allow_nan=False) + "\n").encode()  # strict JSON: a NaN return is a ValueError
         end = self.file.seek(0, os.SEEK_END)
         try:

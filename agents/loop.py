@@ -91,7 +91,9 @@ class _ManyEnvs:
         return observations[slots], rewards[slots], terminations[slots], truncations[slots]
 
 
-def check_finite(values: np.ndarray, what: str, episodes: list[int], slots: list[int], steps: list[int], fix: str) -> None:
+def check_finite(
+    values: np.ndarray, what: str, episodes: list[int], slots: list[int], steps: list[int], fix: str
+) -> None:
     """A one-line error naming the episode, slot and step of the first row of `values` (N, ...) that is not finite."""
     rows = np.asarray(values, dtype=np.float64).reshape(len(slots), -1)  # (N, values per slot)
     bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))

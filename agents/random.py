@@ -28,6 +28,8 @@ class RandomAgent(Agent):
     def act_batch(self, observations: np.ndarray, slots: Sequence[int]) -> np.ndarray:
         missing = [slot for slot in slots if slot not in self.rngs]
         if missing:
-            raise SeqrlError(f"act called on slot(s) {missing} before reset; call reset(seed, slot=...) at each episode start")
+            raise SeqrlError(
+                f"act called on slot(s) {missing} before reset; call reset(seed, slot=...) at each episode start"
+            )
         actions = [self.rngs[s].uniform(self.low, self.high) for s in slots]
         return np.array(actions, dtype=self.dtype)  # (N, act_dim)

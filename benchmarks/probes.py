@@ -137,7 +137,8 @@ PROBES = [
           edit("hopper-dt", "config.json", n_layer=4)),
     # cause 3: file reads
     *[Probe("file reads", f"{file} -> {target}", ["info", "ckpt"], link("hopper-dt", file, target))
-      for file in ("config.json", "seqrl.json", "model.safetensors") for target in ("/dev/zero", "/dev/urandom", "loop")],
+      for file in ("config.json", "seqrl.json", "model.safetensors")
+      for target in ("/dev/zero", "/dev/urandom", "loop")],
     # cause 4: --log never destroys a file
     Probe("log safety", "--log notes.txt", [*ROLLOUT, "--agent", "random", "--log", "notes.txt"],
           write("notes.txt", b"my notes")),
@@ -149,7 +150,8 @@ PROBES = [
                                ("hopper-tt", "block_size", -1)]],
     Probe("config values", "policy.target_return 'lots'", [*ROLLOUT, "--checkpoint", "ckpt"],
           edit("hopper-dt", "seqrl.json", policy={"target_return": "lots"})),
-    Probe("config values", "policy [1]", [*ROLLOUT, "--checkpoint", "ckpt"], edit("hopper-dt", "seqrl.json", policy=[1])),
+    Probe("config values", "policy [1]", [*ROLLOUT, "--checkpoint", "ckpt"],
+          edit("hopper-dt", "seqrl.json", policy=[1])),
     Probe("config values", "policy.return_scale -1", [*ROLLOUT, "--checkpoint", "ckpt"],
           edit("hopper-dt", "seqrl.json", policy={"return_scale": -1})),
     Probe("flags", "--seed -5", [*ROLLOUT, "--seed", "-5"]),

@@ -202,7 +202,9 @@ def _read_d4rl_hdf5(path: Path) -> list[Episode]:
                                  "(for a Minari dataset pass its directory or id)")
             groups = [key for key in D4RL_KEYS if not isinstance(file[key], h5py.Dataset)]
             if groups:
-                raise SeqrlError(f"{path}: D4RL key(s) {', '.join(groups)} are HDF5 groups, not arrays; is it a D4RL file?")
+                raise SeqrlError(
+                    f"{path}: D4RL key(s) {', '.join(groups)} are HDF5 groups, not arrays; is it a D4RL file?"
+                )
             arrays = [file[key][()] for key in D4RL_KEYS]
     except OSError as error:
         raise SeqrlError(f"{path}: not a readable HDF5 file ({_first_line(error)}); re-download or re-create it") from None

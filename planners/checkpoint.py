@@ -73,11 +73,13 @@ def weight_shapes(directory: Path) -> dict[str, tuple[int, ...]] | None:
 
 
 def check_weights_digest(directory: Path) -> None:
-    """Compare `model.safetensors` with the SHA-256 that seqrl.json recorded at save (a plain HF checkpoint has none)."""
+    """Compare `model.safetensors` with the SHA-256 seqrl.json recorded at save (a plain HF checkpoint has none)."""
     meta, weights = Path(directory) / META_FILE, Path(directory) / WEIGHTS_FILE
     expected = read_json(meta).get("weights_sha256") if meta.exists() else None
     if expected is not None and file_sha256(weights) != expected:
-        raise SeqrlError(f"{weights} does not match the SHA-256 in {meta} (corrupted or replaced); re-save the checkpoint")
+        raise SeqrlError(
+            f"{weights} does not match the SHA-256 in {meta} (corrupted or replaced); re-save the checkpoint"
+        )
 
 
 def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -88,7 +90,9 @@ def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
         try:
             state = load_file(path)
         except Exception as error:
-            raise SeqrlError(f"cannot read the weights in {path} ({type(error).__name__}: {error}); re-save the checkpoint") from None
+            raise SeqrlError(
+                f"cannot read the weights in {path} ({type(error).__name__}: {error}); re-save the checkpoint"
+            ) from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -101,12 +105,14 @@ def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
             raise SeqrlError(f"{path} does not hold a dict of tensors; re-save the weights as {WEIGHTS_FILE}")
     for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise SeqrlError(f"weight {name} in {path} holds NaN or infinite values; the checkpoint is broken, retrain it")
+            raise SeqrlError(
+                f"weight {name} in {path} holds NaN or infinite values; the checkpoint is broken, retrain it"
+            )
     return state
 
 
 def save_state_dict(directory: Path, state_dict: dict[str, torch.Tensor]) -> None:
-    """Write `model.safetensors` (mode 0644, like the other files) with the `{"format": "pt"}` metadata transformers requires."""
+    """Write `model.safetensors` (mode 0644, like the other files) with the metadata transformers requires."""
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
     save_file(tensors, Path(directory) / WEIGHTS_FILE, metadata={"format": "pt"})
     os.chmod(Path(directory) / WEIGHTS_FILE, 0o644)

@@ -22,7 +22,9 @@ def checked_size(path: Path, max_bytes: int) -> int:
             raise SeqrlError(f"{path} is a symbolic link loop; replace it with the file itself") from None
         raise SeqrlError(f"cannot read {path} ({error.strerror}); check the file and its permissions") from None
     if not os.path.isfile(path):
-        raise SeqrlError(f"{path} is not a regular file (a device, pipe or directory?); replace it with the file itself")
+        raise SeqrlError(
+            f"{path} is not a regular file (a device, pipe or directory?); replace it with the file itself"
+        )
     if status.st_size > max_bytes:
         raise SeqrlError(f"{path} is {status.st_size:,} bytes, over the {max_bytes:,} allowed; is it the right file?")
     return status.st_size

@@ -24,13 +24,16 @@ class TrajectoryTransformerConfig(PretrainedConfig):
     model_type = "trajectory_transformer"
     architecture = "TrajectoryTransformerModel"
     limits: ClassVar[dict[str, Spec]] = {
-        **dict.fromkeys(("vocab_size", "action_dim", "observation_dim", "transition_dim", "n_embd"), SIZE),
-        **dict.fromkeys(("max_position_embeddings",), SIZE),
+        **dict.fromkeys(
+            ("vocab_size", "action_dim", "observation_dim", "transition_dim", "n_embd", "max_position_embeddings"), SIZE
+        ),
         **dict.fromkeys(("n_layer", "n_head"), LAYERS),
         **dict.fromkeys(("embd_pdrop", "attn_pdrop", "resid_pdrop"), FRACTION),
         "block_size": Spec("", low=1, high=1 << 14),  # the causal mask is block_size² per layer
         **dict.fromkeys(("action_weight", "reward_weight", "value_weight", "learning_rate"), Spec("", low=0, high=1e6)),
-        **dict.fromkeys(("initializer_range", "kaiming_initializer_range", "layer_norm_eps"), Spec("", low=0, high=100)),
+        **dict.fromkeys(
+            ("initializer_range", "kaiming_initializer_range", "layer_norm_eps"), Spec("", low=0, high=100)
+        ),
     }
 
     vocab_size: int = 100

@@ -90,7 +90,9 @@ class TrajectoryPlanner(Agent):
                 f"expected ({len(slots)}, {self.observation_dim})"
             )
         if not np.isfinite(observations).all():  # the discretizer would clamp an infinite one into its edge bin
-            raise SeqrlError(f"planner got a non-finite observation in slot(s) {list(slots)}; fix the env or its wrapper")
+            raise SeqrlError(
+                f"planner got a non-finite observation in slot(s) {list(slots)}; fix the env or its wrapper"
+            )
         states = [self.state(slot) for slot in slots]
         due = [i for i, state in enumerate(states) if state.step % self.planner_settings.plan_freq == 0]
         if due:
