@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BUNDLED = Path(__file__).parents[1] / "agents" / "checkpoints"
+MEMORY_LIMIT = 4 << 30  # address space per probe: an older seqrl reading /dev/zero stops at MemoryError
 ROLLOUT = ["rollout", "--env", "Hopper-v5", "--episodes", "1", "--max-steps", "5"]
 PYTHON_HARNESS = """
 import sys
@@ -205,6 +207,10 @@ def snapshot(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
+def limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
 def run(probe: Probe) -> tuple[str, str]:
     """(held | weak | failed, the last output line)."""
     with tempfile.TemporaryDirectory() as name:
@@ -218,7 +224,7 @@ def run(probe: Probe) -> tuple[str, str]:
         environment = {**os.environ, "COLUMNS": "200"}
         try:
             result = subprocess.run(command, cwd=directory, env=environment, capture_output=True, text=True,
-                                    timeout=probe.timeout)
+                                    timeout=probe.timeout, preexec_fn=limit_memory)
         except subprocess.TimeoutExpired:
             return "failed", f"no answer within {probe.timeout:.0f} s"
         output = result.stdout + result.stderr
