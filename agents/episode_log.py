@@ -68,6 +68,10 @@ class LogContents:
     ends_in_newline: bool
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def read_log(path: Path) -> LogContents:
     """Parse an episode log, or a one-line error for anything that is not one; the file is never changed."""
     path = Path(path)
@@ -90,7 +94,7 @@ def read_log(path: Path) -> LogContents:
             record = json.loads(line) if line.strip() else None
         except json.JSONDecodeError:
             record = "unreadable"
-        if isinstance(record, dict) and "episode" in record and "return" in record:
+        if isinstance(record, dict) and _is_number(record.get("episode")) and _is_number(record.get("return")):
             records.append(record)
         elif record is not None:
             if last and line.startswith(RECORD_START):  # cut short by a crash while seqrl wrote it
@@ -113,9 +117,14 @@ class EpisodeLog:
         self.path = Path(path)
         if self.path.is_dir():
             raise SeqrlError(f"--log {self.path} is a directory; pass a file such as {self.path / 'runs.jsonl'}")
+        blocking = next((parent for parent in self.path.parents if parent.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise SeqrlError(
+                f"--log {self.path}: {blocking} is a file, not a directory; pick another place for the log"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "a+b")
+            self.file = open(self.path, "a+b", buffering=0)  # unbuffered: a failed write fails in `append`
         except OSError as error:
             raise SeqrlError(f"cannot open --log {self.path} ({error.strerror}); pick a writable file") from None
         try:
@@ -145,10 +154,23 @@ class EpisodeLog:
         return done
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one line and force it to disk."""
-        self.file.write((json.dumps(record, allow_nan=False) + "\n").encode())
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        """Write one line and force it to disk; a failed write (disk full) leaves the file as it was."""
+        line = (json.dumps(record, allow_nan=False) + "\n").encode()  # strict JSON: a NaN return is a ValueError
+        end = self.file.seek(0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(line):  # a raw write may take part of the line
+                written += self.file.write(line[written:])
+            os.fsync(self.file.fileno())
+        except OSError as error:
+            try:  # drop the part of the line that reached the file: only bytes this call wrote
+                self.file.truncate(end)
+            except OSError:
+                pass  # then the torn line is dropped, with a message, when the log is next opened
+            raise SeqrlError(
+                f"cannot write episode {record.get('episode')} to --log {self.path} ({error.strerror}); "
+                "the episodes before it are kept: free space and continue with --resume"
+            ) from None
 
     def close(self) -> None:
         """Close the file (which releases its lock)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from seqrl import SeqrlError
 from seqrl.agents.base import Agent
 from seqrl.envs.make import env_identity, make_env, make_vector_env
 from seqrl.envs.families import normalized_score
@@ -90,6 +91,24 @@ class _ManyEnvs:
         return observations[slots], rewards[slots], terminations[slots], truncations[slots]
 
 
+def check_finite(
+    values: np.ndarray, what: str, episodes: list[int], slots: list[int], steps: list[int], fix: str
+) -> None:
+    """A one-line error naming the episode, slot and step of the first row of `values` (N, ...) that is not finite."""
+    rows = np.asarray(values, dtype=np.float64).reshape(len(slots), -1)  # (N, values per slot)
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    if len(bad):
+        j = bad[0]
+        raise SeqrlError(
+            f"{what} of episode {episodes[j]} (slot {slots[j]}, step {steps[j]}) is not finite "
+            f"({np.array2string(rows[j], precision=3, threshold=8)}); {fix}"
+        )
+
+
+ENV_FIX = "fix the env, or wrap it to end the episode on such values"
+AGENT_FIX = "the agent's checkpoint or settings are broken (try another checkpoint or --target-return)"
+
+
 def run_episodes(
     agent: Agent,
     env: gym.Env | gym.vector.VectorEnv,
@@ -100,7 +119,10 @@ def run_episodes(
 ) -> Iterator[EpisodeResult]:
     """Run the given episode indices (episode i with seed `seed + i`), yielding each result as it ends."""
     envs = _ManyEnvs(env) if isinstance(env, gym.vector.VectorEnv) else _OneEnv(env)
-    env_id, _, _ = env_identity(env)
+    env_id, _, action_space = env_identity(env)
+    if max_steps is not None and max_steps < 1:
+        raise SeqrlError(f"max_steps {max_steps} must be at least 1 (or None for the env's own limit)")
+    action_shape = action_space.shape
     pending = iter(sorted(episodes))
     slot_count = envs.num_slots
     episode_in: list[int | None] = [None] * slot_count  # episode index each slot runs, None when idle
@@ -118,6 +140,8 @@ def run_episodes(
         seeds = [seed + episode_in[slot] for slot in starting]
         now = time.perf_counter()
         first_observations = envs.reset(starting, seeds)  # (len(starting), obs_dim)
+        check_finite(first_observations, "the reset observation", [episode_in[s] for s in starting], starting,
+                     [0] * len(starting), ENV_FIX)
         for slot, episode_seed in zip(starting, seeds):
             started[slot], returns[slot], lengths[slot] = now, 0.0, 0
             agent.reset(seed=episode_seed, slot=slot)
@@ -128,8 +152,15 @@ def run_episodes(
     active = sorted(rows)
     observations = np.stack([rows[slot] for slot in active]) if active else None  # (N, obs_dim)
     while active:
-        actions = agent.act_batch(observations, active)  # (N, act_dim)
+        actions = np.asarray(agent.act_batch(observations, active))  # (N, act_dim)
+        episodes_now, steps_now = [episode_in[slot] for slot in active], [lengths[slot] for slot in active]
+        if actions.shape != (len(active), *action_shape):
+            raise SeqrlError(f"{agent.name} agent returned actions of shape {actions.shape}; the env takes "
+                             f"{(len(active), *action_shape)} for {len(active)} slot(s)")
+        check_finite(actions, "the action", episodes_now, active, steps_now, AGENT_FIX)
         next_observations, rewards, terminations, truncations = envs.step(actions, active)
+        check_finite(rewards, "the reward", episodes_now, active, steps_now, ENV_FIX)
+        check_finite(next_observations, "the observation", episodes_now, active, steps_now, ENV_FIX)
         agent.observe_batch(rewards, active)
         ended = []
         for j, (slot, reward) in enumerate(zip(active, rewards.tolist())):
@@ -140,7 +171,6 @@ def run_episodes(
             if terminations[j] or truncations[j]:
                 ended.append(j)
         if on_step is not None:
-            episodes_now = [episode_in[slot] for slot in active]
             returns_now = np.array([returns[slot] for slot in active])
             on_step(Step(episodes_now, observations, actions, rewards, next_observations, terminations, truncations, returns_now))
         observations = next_observations
@@ -174,6 +204,8 @@ def evaluate(
     num_envs: int = 1,
 ) -> list[EpisodeResult]:
     """Results of episodes 0..episodes-1 (seeds seed, seed+1, ...) in episode order; `num_envs` applies to an env id."""
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise SeqrlError(f"episodes {episodes!r} must be a whole number of at least 1")
     if isinstance(env, str):
         with closing(make_env(env) if num_envs == 1 else make_vector_env(env, num_envs)) as built:
             return evaluate(agent, built, episodes, seed, max_steps)

@@ -28,6 +28,10 @@ def plot_logs(paths: list[Path], output: Path) -> None:
         from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise SeqrlError("plotting needs matplotlib: pip install 'seqrl[plot]'") from None
+    if Path(output).is_dir():
+        raise SeqrlError(f"-o {output} is a directory; pass a file such as {Path(output) / 'returns.png'}")
+    if Path(output).suffix.lower() != ".png":
+        raise SeqrlError(f"-o {output} must name a .png file")
     groups = read_episodes(paths)
     records = [record for group in groups.values() for record in group]
     if any("cell" in record for record in records):  # a `seqrl evaluate` sweep: a strip per cell, not a time series
@@ -51,6 +55,10 @@ def plot_logs(paths: list[Path], output: Path) -> None:
     for axis in axes[:, 0]:
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=100)
-    plt.close(figure)
+    try:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(output, dpi=100)
+    except OSError as error:
+        raise SeqrlError(f"cannot write {output} ({error.strerror}); pick a writable place") from None
+    finally:
+        plt.close(figure)

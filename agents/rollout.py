@@ -110,6 +110,7 @@ def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
     env = episode_log = recorder = film = None
     results: list[EpisodeResult] = []
     status = 0
+    failure: SeqrlError | None = None
     try:
         render_mode = None if options.video is None else "rgb_array"
         num_envs = options.num_envs
@@ -157,6 +158,8 @@ def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
                     film.close()
     except KeyboardInterrupt:
         status = 128 + (interrupts.signum or signal.SIGINT)
+    except SeqrlError as error:  # e.g. the log's disk filled, or the env returned NaN: report what finished first
+        failure = error
     finally:
         interrupts.restore()
         if film is not None:
@@ -166,6 +169,8 @@ def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
         if episode_log is not None:
             episode_log.close()
     _report(console, options, results, recorder, film, status)
+    if failure is not None:
+        raise failure
     return status
 
 

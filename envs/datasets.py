@@ -1,6 +1,7 @@
 """Offline datasets: one loader for Minari, D4RL HDF5 and Decision Transformer pickles, one in-memory form."""
 
 import difflib
+import json
 import os
 import pickle
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from seqrl.envs.make import check_box_spaces
 from seqrl.envs.families import normalized_score
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+MAX_METADATA_BYTES = 16 << 20  # a Minari metadata.json is a few KB
 # Everything a pickle of numpy arrays needs; anything else could run code on load, so it is refused.
 PICKLE_GLOBALS = {
     "numpy.ndarray",
@@ -169,6 +171,13 @@ def _read_minari(data_path: Path) -> tuple[list[Episode], str | None]:
 
     if not (data_path / "metadata.json").is_file():
         raise SeqrlError(f"{data_path.parent}: not a Minari dataset (no data/metadata.json); pass a Minari dataset directory or id")
+    metadata = data_path / "metadata.json"
+    try:
+        fields = json.loads(metadata.read_bytes()) if metadata.stat().st_size <= MAX_METADATA_BYTES else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        fields = None
+    if not isinstance(fields, dict) or not fields:
+        raise SeqrlError(f"{metadata} is empty, too large or not a JSON object; re-create or re-download the dataset")
     try:
         dataset = minari.MinariDataset(data_path)
         check_box_spaces(dataset.observation_space, dataset.action_space, str(data_path.parent))
@@ -191,6 +200,11 @@ def _read_d4rl_hdf5(path: Path) -> list[Episode]:
             if missing:
                 raise SeqrlError(f"{path}: missing D4RL key(s) {', '.join(missing)}; a D4RL file needs {', '.join(D4RL_KEYS)} "
                                  "(for a Minari dataset pass its directory or id)")
+            groups = [key for key in D4RL_KEYS if not isinstance(file[key], h5py.Dataset)]
+            if groups:
+                raise SeqrlError(
+                    f"{path}: D4RL key(s) {', '.join(groups)} are HDF5 groups, not arrays; is it a D4RL file?"
+                )
             arrays = [file[key][()] for key in D4RL_KEYS]
     except OSError as error:
         raise SeqrlError(f"{path}: not a readable HDF5 file ({_first_line(error)}); re-download or re-create it") from None

@@ -4,19 +4,21 @@ from pathlib import Path
 
 import torch
 
-from seqrl.planners.checkpoint import file_digest, resolve_checkpoint, weights_file
+from seqrl.planners.checkpoint import file_digest, recover_interrupted_save, resolve_checkpoint, weights_file
 from seqrl.planners.metadata import CONFIG_FILE, read_json
 from seqrl.planners.registry import method_of
 
 
 def describe_checkpoint(path_or_id: str | Path) -> list[tuple[str, str]]:
     """(field, value) rows describing a seqrl or plain Hugging Face TT/DT checkpoint, or a one-line error."""
+    recover_interrupted_save(Path(path_or_id))
     directory = resolve_checkpoint(path_or_id)
     method = method_of(directory)
     model_class = method.model_class()
-    config = model_class.config_class.from_dict(read_json(directory / CONFIG_FILE))
+    config = model_class.config_class.from_dict(read_json(directory / CONFIG_FILE), str(directory / CONFIG_FILE))
     weights = weights_file(directory)
     meta = method.meta.read(directory)
+    model_class.check_weights(directory, config)  # a truncated, corrupted or mislabelled file is an error here
     with torch.device("meta"):  # shapes only: counting parameters allocates nothing
         parameters = sum(p.numel() for p in model_class(config).parameters())
 

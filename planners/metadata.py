@@ -1,21 +1,24 @@
 """`seqrl.json`, the metadata seqrl keeps beside a checkpoint's weights: one typed class, validated when read."""
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 from seqrl import SeqrlError, __version__
 from seqrl.agents.options import Options, option
+from seqrl.planners.files import MAX_SMALL_FILE_BYTES, file_sha256, read_bounded
 
 CONFIG_FILE = "config.json"  # Hugging Face's, read by transformers too
 META_FILE = "seqrl.json"
+WEIGHTS_FILE = "model.safetensors"
 
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`, or a one-line error naming the file."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(read_bounded(Path(path), MAX_SMALL_FILE_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise SeqrlError(f"{path} is missing; is this a seqrl or Hugging Face checkpoint directory?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -46,15 +49,18 @@ class CheckpointMeta(Options):
     tokens: int | None = option(None, "tokens (or samples) trained on", low=0)
     train_time_s: float | None = option(None, "seconds spent training", low=0)
     device: str | None = option(None, "device trained on")
+    weights_sha256: str | None = option(None, "SHA-256 of model.safetensors, written at save and checked at load")
 
     @classmethod
     def read(cls, directory: Path) -> Self:
         """The metadata in `directory`, validated; the defaults for a checkpoint without `seqrl.json`."""
         path = Path(directory) / META_FILE
-        if not path.exists():
+        if not os.path.lexists(path):  # a dangling or looping link is read, and refused, by `read_json`
             return cls()
         return cls.from_dict(read_json(path), str(path))
 
     def write(self, directory: Path) -> None:
-        """Write `seqrl.json` into `directory`."""
-        write_json(Path(directory) / META_FILE, self.to_dict())
+        """Write `seqrl.json` into `directory`, with the digest of the `model.safetensors` written there before it."""
+        weights = Path(directory) / WEIGHTS_FILE
+        digest = file_sha256(weights) if weights.exists() else None
+        write_json(Path(directory) / META_FILE, {**self.to_dict(), "weights_sha256": digest})

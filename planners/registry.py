@@ -13,7 +13,7 @@ from seqrl.agents.bundled import bundled_checkpoint, bundled_methods
 from seqrl.agents.options import Options
 from seqrl.agents.random import RandomAgent
 from seqrl.agents.rollout import RolloutOptions
-from seqrl.envs.make import env_identity
+from seqrl.envs.make import check_box_spaces, env_identity
 from seqrl.planners.decision.options import DecisionMeta, PolicySettings
 from seqrl.planners.metadata import CONFIG_FILE, CheckpointMeta, read_json
 from seqrl.planners.trajectory.options import PlannerSettings, TrajectoryMeta
@@ -89,6 +89,8 @@ def load_agent(
     from seqrl.planners.checkpoint import resolve_checkpoint
     from seqrl.planners.device import resolve_device
 
+    env_id, observation_space, action_space = env_identity(env)
+    check_box_spaces(observation_space, action_space, env_id or "the env")
     directory = resolve_checkpoint(checkpoint)
     method = method_of(directory)
     unknown = sorted(set(settings) - set(method.settings.field_names()))

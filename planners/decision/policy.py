@@ -88,8 +88,17 @@ class DecisionTransformerPolicy(Agent):
         slots = list(slots)
         if not all(slot < len(self.started) and self.started[slot] for slot in slots):
             raise SeqrlError(f"act called on slots {slots} before reset; call reset(slot=...) at each episode start")
+        observations = np.asarray(observations, dtype=np.float64)
+        state_dim = self.model.config.state_dim
+        if observations.shape != (len(slots), state_dim):
+            raise SeqrlError(
+                f"policy got observations of shape {observations.shape} for {len(slots)} slot(s); "
+                f"expected ({len(slots)}, {state_dim})"
+            )
+        if not np.isfinite(observations).all():
+            raise SeqrlError(f"policy got a non-finite observation in slot(s) {slots}; fix the env or its wrapper")
         index = torch.as_tensor(slots, device=self.device)
-        observations = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=self.device)
+        observations = torch.as_tensor(observations, dtype=torch.float32, device=self.device)
         returns = torch.as_tensor(self.return_to_go[slots] / self.return_scale, dtype=torch.float32, device=self.device)
         timesteps = torch.as_tensor(np.minimum(self.step[slots], self.max_timestep), device=self.device)
         newest = {  # what enters each slot's history on the right, the oldest step dropping off the left
@@ -107,6 +116,11 @@ class DecisionTransformerPolicy(Agent):
         predicted = self.model.last_action(
             window["states"], window["actions"], window["returns"], window["timesteps"], window["mask"]
         )  # (N, act_dim)
+        if not torch.isfinite(predicted).all():  # the clamp below would pass NaN on to the env
+            raise SeqrlError(
+                f"the DT predicted a non-finite action for slot(s) {slots}; its weights or settings "
+                f"(target return {self.target_return}, return scale {self.return_scale}) are broken"
+            )
         actions = torch.maximum(torch.minimum(predicted, self.high), self.low)
         self.history["actions"][index, -1] = actions
         return actions.cpu().numpy().astype(self.action_dtype)

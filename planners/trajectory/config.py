@@ -2,8 +2,13 @@
 
 from dataclasses import dataclass
 
+from typing import ClassVar
+
 from seqrl import SeqrlError
+from seqrl.agents.options import Spec
 from seqrl.planners.checkpoint import PretrainedConfig
+
+SIZE, LAYERS, FRACTION = Spec("", low=1, high=1 << 16), Spec("", low=1, high=256), Spec("", low=0, high=1)
 
 
 @dataclass
@@ -18,6 +23,18 @@ class TrajectoryTransformerConfig(PretrainedConfig):
 
     model_type = "trajectory_transformer"
     architecture = "TrajectoryTransformerModel"
+    limits: ClassVar[dict[str, Spec]] = {
+        **dict.fromkeys(
+            ("vocab_size", "action_dim", "observation_dim", "transition_dim", "n_embd", "max_position_embeddings"), SIZE
+        ),
+        **dict.fromkeys(("n_layer", "n_head"), LAYERS),
+        **dict.fromkeys(("embd_pdrop", "attn_pdrop", "resid_pdrop"), FRACTION),
+        "block_size": Spec("", low=1, high=1 << 14),  # the causal mask is block_size² per layer
+        **dict.fromkeys(("action_weight", "reward_weight", "value_weight", "learning_rate"), Spec("", low=0, high=1e6)),
+        **dict.fromkeys(
+            ("initializer_range", "kaiming_initializer_range", "layer_norm_eps"), Spec("", low=0, high=100)
+        ),
+    }
 
     vocab_size: int = 100
     action_weight: float = 5
@@ -43,7 +60,7 @@ class TrajectoryTransformerConfig(PretrainedConfig):
     bos_token_id: int = 50256
     eos_token_id: int = 50256
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.transition_dim != self.observation_dim + self.action_dim + 2:
             raise SeqrlError(
                 f"transition_dim {self.transition_dim} must be observation_dim + action_dim + 2 = "

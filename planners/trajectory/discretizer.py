@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from seqrl import SeqrlError
+from seqrl.planners.files import MAX_SMALL_FILE_BYTES, checked_size
 
 DISCRETIZER_FILE = "discretizer.npz"
 KINDS = ("quantile", "uniform")
@@ -105,12 +106,18 @@ class Discretizer:
     def load(cls, path: Path) -> Self:
         """Read a discretizer written by `save`, or a one-line error naming the file."""
         try:
+            checked_size(path, MAX_SMALL_FILE_BYTES)
             with np.load(path, allow_pickle=False) as file:
                 thresholds, kind = file["thresholds"], str(file["kind"])
         except FileNotFoundError:
             raise SeqrlError(f"{path} is missing; a Trajectory Transformer checkpoint needs its {DISCRETIZER_FILE}") from None
-        except Exception as error:  # not a zip, a bare .npy, pickled objects, missing keys: all unreadable
-            raise SeqrlError(f"{path} is not a valid discretizer file ({error}); re-save the checkpoint") from None
+        except SeqrlError:
+            raise
+        except Exception as error:  # not a zip, a bare .npy, pickled objects, missing keys: numpy's advice is unsafe
+            raise SeqrlError(
+                f"{path} is not a valid discretizer file ({type(error).__name__}): it must hold plain arrays "
+                "'thresholds' and 'kind'; re-save the checkpoint"
+            ) from None
         if kind not in KINDS:
             raise SeqrlError(f"{path} names an unknown discretizer kind {kind!r}; re-save the checkpoint")
         if thresholds.ndim != 2 or len(thresholds) < 2 or not np.isfinite(thresholds).all():

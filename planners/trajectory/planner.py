@@ -91,6 +91,10 @@ class TrajectoryPlanner(Agent):
                 f"planner got observations of shape {observations.shape} for {len(slots)} slots; "
                 f"expected ({len(slots)}, {self.observation_dim})"
             )
+        if not np.isfinite(observations).all():  # the discretizer would clamp an infinite one into its edge bin
+            raise SeqrlError(
+                f"planner got a non-finite observation in slot(s) {list(slots)}; fix the env or its wrapper"
+            )
         states = [self.state(slot) for slot in slots]
         due = [i for i, state in enumerate(states) if state.step % self.planner_settings.plan_freq == 0]
         if due:
@@ -213,6 +217,8 @@ def checkpoint_discretizer(
 def info_rows(directory: Path, config: TrajectoryTransformerConfig, meta: TrajectoryMeta) -> list[tuple[str, str]]:
     """`seqrl info` rows of a TT: dimensions, tokenization, value discount, planner defaults and architecture."""
     discretizer = directory / DISCRETIZER_FILE
+    if discretizer.exists():
+        Discretizer.load(discretizer)  # a broken file is an error here, not a healthy-looking row
     planner = ", ".join(f"{name} {value}" for name, value in meta.planner.items()) or "the original's"
     return [
         ("dimensions", f"observation {config.observation_dim}, action {config.action_dim}, transition {config.transition_dim}"),
