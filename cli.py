@@ -202,7 +202,7 @@ def plot(
 
 
 @app.command()
-def info(checkpoint: str = typer.Argument(..., help="Checkpoint directory (or Hugging Face hub id).")) -> None:
+def info(checkpoint: str = typer.Argument(..., help="Checkpoint directory, bundled:NAME, or hf:ORG/NAME[@REVISION] from the Hugging Face hub.")) -> None:
     """Show what a checkpoint is: kind, env, dimensions, parameters, datasets, training and loss.
 
     Example: seqrl info runs/tt-hopper
