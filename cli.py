@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from seqrl import SeqrlError
 from seqrl.agents.options import InvalidOption, Options, convert, parse_text, spec_of
@@ -21,6 +22,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def show_version(value: bool) -> None:
+    """Print seqrl's version and stop (the eager `--version` flag)."""
+    if value:
+        from seqrl import __version__
+
+        Console().print(f"seqrl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", help="Show seqrl's version and exit.", callback=show_version,
+                                 is_eager=True, metavar=" "),
+) -> None:
+    """Planning and control agents for offline RL with sequence models."""
+
+
 train_app = typer.Typer(help="Train a model on an offline dataset.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 TT_PANEL = "Trajectory Transformer planner (unset: checkpoint's value, else the default shown)"
@@ -202,7 +222,9 @@ def plot(
 
 
 @app.command()
-def info(checkpoint: str = typer.Argument(..., help="Checkpoint directory, bundled:NAME, or hf:ORG/NAME[@REVISION] from the Hugging Face hub.")) -> None:
+def info(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory, bundled:NAME, or hf:ORG/NAME[@REVISION] (hub)."),
+) -> None:
     """Show what a checkpoint is: kind, env, dimensions, parameters, datasets, training and loss.
 
     Example: seqrl info runs/tt-hopper
@@ -255,5 +277,6 @@ def main() -> None:
     try:
         app()
     except SeqrlError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        message = escape(str(error))  # so rich keeps brackets such as 'seqrl[plot]'
+        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None

@@ -1,5 +1,6 @@
 """Checkpoints from the Hugging Face hub (a real HF cache layout, offline), `bundled:NAME`, and missing paths."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -38,8 +39,9 @@ def test_rollout_and_info_read_a_hub_checkpoint_from_the_offline_cache(seqrl, of
 
 def test_from_pretrained_takes_a_hub_id_from_the_offline_cache(offline_hub):
     code = f"from seqrl import DecisionTransformerModel as M; print(M.from_pretrained({REPO!r}).config.state_dim)"
-    result = subprocess.run([sys.executable, "-c", code], env=offline_hub | {"PATH": ""}, capture_output=True, text=True,
-                            timeout=120, cwd=Path(offline_hub["HF_HOME"]))
+    environment = offline_hub | {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=120,
+                            cwd=Path(offline_hub["HF_HOME"]))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "11"
 
@@ -58,7 +60,8 @@ def test_hub_checkpoint_offline_and_not_cached_is_a_one_line_error(seqrl, offlin
 
 
 def test_missing_local_path_on_the_command_line_is_an_error_naming_it(seqrl, offline_hub):
-    result = seqrl("rollout", "--env", "Hopper-v5", "--checkpoint", "runs/tt-hopper", "--episodes", "1", env=offline_hub)
+    result = seqrl("rollout", "--env", "Hopper-v5", "--checkpoint", "runs/tt-hopper", "--episodes", "1",
+                   env=offline_hub)
     assert result.returncode == 1
     assert "runs/tt-hopper not found" in result.stderr and "hf:ORG/NAME" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
