@@ -208,16 +208,23 @@ def datasets(
 
 @app.command()
 def plot(
-    logs: list[Path] = typer.Argument(..., help="Episode logs written by `seqrl rollout --log`."),
-    output: Path = typer.Option(Path("returns.png"), "-o", "--output", help="PNG file to write."),
+    logs: list[Path] = typer.Argument(..., help="Episode logs of `seqrl rollout --log`, or one run's metrics.jsonl."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="PNG file to write (default returns.png, or learning_curves.png for metrics)."
+    ),
 ) -> None:
-    """Draw episode returns and normalized scores per agent from one or more episode logs.
+    """Draw episode returns and normalized scores per agent from episode logs, or a training run's learning curves.
 
-    Example: seqrl plot runs.jsonl other.jsonl -o returns.png
+    Examples: seqrl plot runs.jsonl other.jsonl -o returns.png; seqrl plot runs/tt-hopper/metrics.jsonl
     """
-    from seqrl.agents.plot import plot_logs
+    from seqrl.agents.plot import plot_logs, plot_metrics
 
-    plot_logs(logs, output)
+    if len(logs) == 1 and logs[0].name == "metrics.jsonl":  # the name training gives it
+        output = output or Path("learning_curves.png")
+        plot_metrics(logs[0], output)
+    else:
+        output = output or Path("returns.png")
+        plot_logs(logs, output)
     Console().print(f"wrote {output}")
 
 
