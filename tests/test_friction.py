@@ -52,3 +52,12 @@ def test_summary_says_its_std_is_the_sample_std(seqrl, tmp_path):
     returns = [json.loads(line)["return"] for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     row = next(line for line in result.stdout.splitlines() if "sample std" in line)
     assert f"{np.std(returns, ddof=1):.1f}" in row.split()
+
+
+def test_a_minari_id_not_held_locally_names_the_download_command(tmp_path, monkeypatch):
+    from seqrl import SeqrlError
+    from seqrl.envs.datasets import load_dataset
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))  # an empty root: nothing local, and no network used
+    with pytest.raises(SeqrlError, match="minari download mujoco/hopper/medium-v0"):
+        load_dataset("mujoco/hopper/medium-v0")
