@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from seqrl import SeqrlError
 from seqrl.agents.options import InvalidOption, Options, convert, parse_text, spec_of
@@ -22,6 +23,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def show_version(value: bool) -> None:
+    """Print seqrl's version and stop (the eager `--version` flag)."""
+    if value:
+        from seqrl import __version__
+
+        Console().print(f"seqrl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", help="Show seqrl's version and exit.", callback=show_version,
+                                 is_eager=True, metavar=" "),
+) -> None:
+    """Planning and control agents for offline RL with sequence models."""
+
+
 train_app = typer.Typer(help="Train a model on an offline dataset.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 TT_PANEL = "Trajectory Transformer planner (unset: checkpoint's value, else the default shown)"
@@ -211,21 +231,30 @@ def datasets(
 
 @app.command()
 def plot(
-    logs: list[Path] = typer.Argument(..., help="Episode logs written by `seqrl rollout --log`."),
-    output: Path = typer.Option(Path("returns.png"), "-o", "--output", help="PNG file to write."),
+    logs: list[Path] = typer.Argument(..., help="Episode logs of `seqrl rollout --log`, or one run's metrics.jsonl."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="PNG file to write (default returns.png, or learning_curves.png for metrics)."
+    ),
 ) -> None:
-    """Draw episode returns and normalized scores per agent from one or more episode logs.
+    """Draw episode returns and normalized scores per agent from episode logs, or a training run's learning curves.
 
-    Example: seqrl plot runs.jsonl other.jsonl -o returns.png
+    Examples: seqrl plot runs.jsonl other.jsonl -o returns.png; seqrl plot runs/tt-hopper/metrics.jsonl
     """
-    from seqrl.agents.plot import plot_logs
+    from seqrl.agents.plot import plot_logs, plot_metrics
 
-    plot_logs(logs, output)
+    if len(logs) == 1 and logs[0].name == "metrics.jsonl":  # the name training gives it
+        output = output or Path("learning_curves.png")
+        plot_metrics(logs[0], output)
+    else:
+        output = output or Path("returns.png")
+        plot_logs(logs, output)
     Console().print(f"wrote {output}")
 
 
 @app.command()
-def info(checkpoint: str = typer.Argument(..., help="Checkpoint directory (or Hugging Face hub id).")) -> None:
+def info(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory, bundled:NAME, or hf:ORG/NAME[@REVISION] (hub)."),
+) -> None:
     """Show what a checkpoint is: kind, env, dimensions, parameters, datasets, training and loss.
 
     Example: seqrl info runs/tt-hopper
@@ -295,8 +324,6 @@ def main() -> None:
     try:
         app()
     except SeqrlError as error:
-        from rich.markup import escape
-
-        # escaped: messages name extras such as seqrl[ray], which rich would read as markup
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        message = escape(str(error))  # so rich keeps brackets such as 'seqrl[plot]'
+        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None

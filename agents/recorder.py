@@ -56,7 +56,10 @@ class Recorder:
         if not path.exists():
             return
         if not resume:
-            raise SeqrlError(f"dataset {dataset_id} already exists in {self.root}; choose another --record-id, delete it, or add --resume")
+            raise SeqrlError(
+                f"dataset {dataset_id} already exists in {self.root}; choose another --record-id, delete it, "
+                "or continue it with --resume and the --log FILE of the run that recorded it"
+            )
         self.dataset = MinariDataset(path / "data")
         if self.dataset.spec.env_spec is not None and self.dataset.spec.env_spec.id != env.spec.id:
             raise SeqrlError(f"dataset {dataset_id} in {self.root} holds {self.dataset.spec.env_spec.id} episodes, not {env.spec.id}; choose another --record-id")

@@ -23,24 +23,29 @@ class RolloutProgress:
         self.steps = 0
         self.start = time.perf_counter()
         self.next_redraw = 0.0
+        self.latest = ""  # the running episode and its return, as of the last step
 
     def __enter__(self) -> "RolloutProgress":
         self.progress.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._show_status()  # the last drawing shows the final counts, not a status up to 0.1 s old
         self.progress.stop()
 
     def on_step(self, step: Step) -> None:
         """Count the step; refresh the status text when 0.1 s have passed."""
         self.steps += len(step.episodes)
+        self.latest = f"episode {step.episodes[0]} return {step.returns[0]:.1f}"
+        if time.perf_counter() >= self.next_redraw:
+            self._show_status()
+
+    def _show_status(self) -> None:
         now = time.perf_counter()
-        if now < self.next_redraw:
-            return
         self.next_redraw = now + 0.1
         rate = self.steps / max(now - self.start, 1e-9)
-        status = f"steps {self.steps:,}  episode {step.episodes[0]} return {step.returns[0]:.1f}  {rate:,.0f} steps/s"
-        self.progress.update(self.task, status=status)
+        status = f"steps {self.steps:,}  {self.latest}  {rate:,.0f} steps/s"
+        self.progress.update(self.task, status=status, refresh=True)
 
     def episode_done(self) -> None:
         """Advance the bar by one finished episode."""
@@ -55,7 +60,7 @@ def _number(value: float | None, digits: int = 1) -> str:
 
 
 def summary_table(results: list[EpisodeResult], title: str) -> Table:
-    """A row per episode (first and last ones of long runs), then mean, std, min and max of return, length and score."""
+    """A row per episode (first and last ones of long runs), then mean, sample std, min and max of each column."""
     table = Table(title=title, caption="score: D4RL normalized return", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("episode", "seed", "return", "length", "score", "end", "time s"):
         table.add_column(name, justify="left" if name == "end" else "right", no_wrap=True)
@@ -73,10 +78,15 @@ def summary_table(results: list[EpisodeResult], title: str) -> Table:
     lengths = np.array([r.length for r in results])
     scores = None if any(r.normalized_score is None for r in results) else np.array([r.normalized_score for r in results])
     table.add_section()
-    for name, stat in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
+    for name, stat in (("mean", np.mean), ("sample std", _sample_std), ("min", np.min), ("max", np.max)):
         cells = [_stat(values, stat) for values in (returns, lengths, scores)]
         table.add_row(name, "", *cells, "", "")
     return table
+
+
+def _sample_std(values: np.ndarray) -> float:
+    """Standard deviation with Bessel's correction (n - 1); NaN (shown "-") for a single episode."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
 def _stat(values: np.ndarray | None, stat: Callable[[np.ndarray], Any]) -> str:
@@ -85,4 +95,5 @@ def _stat(values: np.ndarray | None, stat: Callable[[np.ndarray], Any]) -> str:
         return "-"
     if values.dtype.kind == "i" and stat in (np.min, np.max):
         return str(stat(values))
-    return _number(float(stat(values)))
+    value = float(stat(values))
+    return "-" if np.isnan(value) else _number(value)

@@ -63,7 +63,9 @@ class RolloutOptions(Options):
         None, "Built-in agent: dt or tt (the env's bundled trained agent) or random; default: the env's bundled agent, "
         "else random.", choices=BUILT_IN_AGENTS,
     )
-    checkpoint: str | None = option(None, "Checkpoint directory (or hub id) of a TT planner or DT policy.")
+    checkpoint: str | None = option(
+        None, "Checkpoint directory, bundled:NAME or hf:ORG/NAME[@REVISION] of a TT planner or DT policy."
+    )
     dataset: str | None = option(None, "Dataset the checkpoint agent takes its statistics from, if it needs one.")
     episodes: int = option(10, "Episodes to run; episode i uses seed SEED + i.", low=1, high=MAX_EPISODES)
     seed: int = option(0, "Seed of episode 0 (env reset and the agent's random stream).", low=0, high=MAX_SEED)

@@ -4,6 +4,7 @@ import difflib
 import json
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,9 +161,11 @@ def _load_source(source: str) -> tuple[list[Episode], str | None]:
         return _read_minari(root / source / "data")
     close = difflib.get_close_matches(source, local_dataset_ids(root) if root.is_dir() else [], n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
+    minari_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)*-v\d+", source)  # namespace/name-v0: maybe on Minari's servers
+    remote = f", or fetch it with `minari download {source}`" if minari_id else ""
     raise SeqrlError(
         f"no dataset {source!r}: not a file, a directory or a Minari dataset under {root}; {hint}"
-        "set MINARI_DATASETS_PATH (or --datasets-root) to the Minari datasets root, or pass a path"
+        f"set MINARI_DATASETS_PATH (or --datasets-root) to the Minari datasets root, or pass a path{remote}"
     )
 
 

@@ -23,32 +23,33 @@ from seqrl.planners.metadata import CONFIG_FILE, META_FILE, WEIGHTS_FILE, read_j
 
 LEGACY_WEIGHTS_FILE = "pytorch_model.bin"
 __all__ = ["WEIGHTS_FILE", "file_digest"]  # re-exported: the agents log the digest, trainers name the file
+BUNDLED_PREFIX = "bundled:"  # as logs name bundled agents, e.g. bundled:hopper-dt
 
 
-def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
-    """Local directory of a checkpoint given as a path or a Hugging Face hub id."""
-    path = Path(path_or_id).expanduser()
+def resolve_checkpoint(spec: str | os.PathLike, hub_fallback: bool = False) -> Path:
+    """Local directory of a checkpoint: a path, `bundled:NAME`, or `hf:ORG/NAME[@REVISION]` from the hub.
+
+    With `hub_fallback` (transformers' `from_pretrained` rule), a missing path shaped like ORG/NAME is a hub id too;
+    the command line passes False, so a mistyped `runs/tt-hopper` is an error naming the path.
+    """
+    from seqrl.agents.bundled import resolve_bundled
+    from seqrl.planners.hub import HUB_PREFIX, download_checkpoint
+
+    name = str(spec)
+    if name.startswith(HUB_PREFIX):
+        return download_checkpoint(name.removeprefix(HUB_PREFIX))
+    if name.startswith(BUNDLED_PREFIX):
+        return resolve_bundled(name.removeprefix(BUNDLED_PREFIX))
+    path = Path(spec).expanduser()
     if path.is_dir():
         return path
     if path.exists():
         raise SeqrlError(f"checkpoint {path} is a file; pass the directory that holds {CONFIG_FILE}")
-    name = str(path_or_id)
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", name) or name.startswith("."):
-        raise SeqrlError(f"checkpoint directory {path} not found; check the path")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise SeqrlError(
-            f"checkpoint {name} is not a local directory and huggingface_hub is not installed; "
-            "pass a local checkpoint directory (or `pip install huggingface_hub` to fetch hub ids)"
-        ) from None
-    try:
-        return Path(snapshot_download(repo_id=name))
-    except Exception as error:  # network down, unknown repo, auth: all end the same way for the user
-        raise SeqrlError(
-            f"checkpoint {name} is no local directory, and fetching it as a Hugging Face hub id failed "
-            f"({type(error).__name__}); check the path, or pass a local checkpoint directory"
-        ) from None
+    if hub_fallback and re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not name.startswith("."):
+        return download_checkpoint(name)
+    raise SeqrlError(
+        f"checkpoint directory {path} not found; check the path (hub checkpoints are given as {HUB_PREFIX}ORG/NAME)"
+    )
 
 
 def weights_file(directory: Path) -> Path:
@@ -216,7 +217,7 @@ class PretrainedConfig:
     def from_pretrained(cls, path_or_id: str | os.PathLike) -> Self:
         """Read `config.json` from a checkpoint directory or hub id."""
         recover_interrupted_save(Path(path_or_id))
-        directory = resolve_checkpoint(path_or_id)
+        directory = resolve_checkpoint(path_or_id, hub_fallback=True)
         return cls.from_dict(read_json(directory / CONFIG_FILE), str(directory / CONFIG_FILE))
 
 
@@ -230,7 +231,7 @@ class PretrainedModel(nn.Module):
     def from_pretrained(cls, path_or_id: str | os.PathLike) -> Self:
         """Load weights and config from a checkpoint directory or hub id, in eval mode."""
         recover_interrupted_save(Path(path_or_id))
-        directory = resolve_checkpoint(path_or_id)
+        directory = resolve_checkpoint(path_or_id, hub_fallback=True)
         config = cls.config_class.from_pretrained(directory)
         state = cls.check_weights(directory, config)
         state = load_state_dict(directory) if state is None else state

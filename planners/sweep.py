@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 from seqrl import SeqrlError, __version__
-from seqrl.agents.bundled import bundled_checkpoint, bundled_methods, resolve_bundled
+from seqrl.agents.bundled import bundled_checkpoint, bundled_methods
 from seqrl.agents.episode_log import EpisodeLog, episode_record
 from seqrl.agents.options import Options, option
 from seqrl.agents.rollout import MAX_EPISODES, MAX_SEED
@@ -140,8 +140,6 @@ def _resolve_agent(env_id: str, agent: str) -> tuple[str, Path | None]:
             shipped = ", ".join(bundled_methods(env_id)) or "none"
             raise SeqrlError(f"no bundled {agent} agent for {env_id} (bundled: {shipped}); pass --checkpoint DIR")
         return f"bundled:{directory.name}", directory
-    if agent.startswith("bundled:"):
-        return agent, resolve_bundled(agent.removeprefix("bundled:"))
     return agent, resolve_checkpoint(agent)
 
 

@@ -72,3 +72,16 @@ def test_video_refuses_other_formats_and_vector_envs(tmp_path, seqrl):
     vector = seqrl("rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", "2", "--num-envs", "2",
                    "--video", str(tmp_path / "out.mp4"))
     assert vector.returncode == 1 and "--num-envs" in vector.stderr
+
+
+def test_plot_draws_learning_curves_from_a_training_run(tmp_path, seqrl, shared_datasets):
+    image_module = pytest.importorskip("PIL.Image")
+    out = tmp_path / "run"
+    trained = seqrl("train", "dt", "--dataset", "zoo/hopper/medium-v0", "--out", out, "--steps", 6, "--eval-every", 2,
+                    "--n-layer", 1, "--hidden-size", 16, "--batch-size", 4, "--threads", 1,
+                    env={"MINARI_DATASETS_PATH": str(shared_datasets)}, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    drawn = seqrl("plot", out / "metrics.jsonl")
+    assert drawn.returncode == 0, drawn.stderr
+    image = np.asarray(image_module.open(tmp_path / "learning_curves.png").convert("RGB"), dtype=float)
+    assert image.shape[0] > 200 and image.std() > 10  # lines, labels and a title, not a blank canvas
