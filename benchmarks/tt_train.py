@@ -14,13 +14,23 @@ with one thread it is the work done), and the load average around the run. When 
 the cores busy, use --threads 1 (or OMP_WAIT_POLICY=PASSIVE): OpenMP threads spin while they wait for a
 preempted sibling, which multiplies both models' times, the one with more (smaller) operators most.
 Run: python benchmarks/tt_train.py [--threads 1] [--rounds 6] [--fp32-only]
+
+--nproc-dataset ID instead times whole `seqrl train tt` runs on that dataset (default model, --batch-size
+global batch, --holdout 0) with --nproc 1 and --nproc 2, one thread per process, alternating in rounds;
+each run's tokens/s is its metrics' tokens over its training seconds (startup left out); medians shown.
+Run: python benchmarks/tt_train.py --nproc-dataset zoo/hopper/medium-v0 --rounds 3
 """
 
 import argparse
 import contextlib
 import os
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 import torch
@@ -74,7 +84,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model per round")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--profile", action="store_true", help="also print each model's top operators for one step")
+    parser.add_argument("--nproc-dataset", help="time seqrl train tt on this dataset with --nproc 1 and 2 instead")
+    parser.add_argument("--nproc-steps", type=int, default=60, help="updates per seqrl train tt run")
     args = parser.parse_args()
+    if args.nproc_dataset:
+        return compare_processes(args.nproc_dataset, args.batch_size, args.nproc_steps, args.rounds)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -155,6 +169,27 @@ def main() -> None:
                 step()
             Console().print(f"[bold]{name} {precision}[/]: one step, top operators by own CPU time")
             print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def compare_processes(dataset: str, batch_size: int, steps: int, rounds: int) -> None:
+    """Median tokens/s of `seqrl train tt` with one process and with two (one thread each), alternating in rounds."""
+    seqrl = Path(sys.executable).parent / "seqrl"
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_index in range(rounds):
+            for nproc in (1, 2):
+                out = Path(scratch) / f"run-{round_index}-{nproc}"
+                command = [seqrl, "train", "tt", "--dataset", dataset, "--out", out, "--steps", steps, "--batch-size",
+                           batch_size, "--holdout", 0, "--eval-every", steps, "--nproc", nproc, "--threads", 1,
+                           "--device", "cpu", "--quiet"]
+                subprocess.run(list(map(str, command)), check=True)
+                record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+                rates[nproc].append(record["tokens"] / record["elapsed"])
+                Console().print(f"round {round_index}: --nproc {nproc} {rates[nproc][-1]:,.0f} tok/s", highlight=False)
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    Console().print(f"median tokens/s: 1 process {one:,.0f}, 2 processes {two:,.0f}: {two / one:.2f}x "
+                    f"(batch {batch_size}, {steps} steps, {rounds} rounds, load {os.getloadavg()[0]:.1f})",
+                    highlight=False)
 
 
 if __name__ == "__main__":

@@ -25,3 +25,8 @@ class RunArgs(Options):
         None, "Minari datasets root for dataset ids (sets MINARI_DATASETS_PATH).", resumable=True
     )
     quiet: bool = option(False, "No progress output.", resumable=True)
+    nproc: int = option(
+        1, "Data-parallel processes (gloo on CPU, NCCL on GPU); --batch-size is split over them.", low=1, high=1024,
+        resumable=True,
+    )
+    keep_checkpoints: bool = option(False, "Also keep every save as OUT/checkpoints/step-N/.", resumable=True)

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pickle
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from rich.console import Console
+from safetensors import SafetensorError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
@@ -23,10 +26,13 @@ from seqrl.agents.options import spec_of
 from seqrl.planners.checkpoint import PretrainedModel, atomic_directory
 from seqrl.planners.device import resolve_device, set_threads
 from seqrl.planners.metadata import META_FILE, CheckpointMeta, read_json
+from seqrl.planners.parallel import Ranks, barrier, join_group, ranks
 from seqrl.planners.train_options import RunArgs
 
 TRAINING_STATE_FILE = "training_state.pt"
 METRICS_FILE = "metrics.jsonl"
+HISTORY_DIR = "checkpoints"  # --keep-checkpoints: every save also as HISTORY_DIR/step-N
+ETA_WARNING_HOURS = 24  # a run planned to take longer than this on its device gets a warning
 Batch = Sequence[torch.Tensor]
 
 
@@ -97,20 +103,42 @@ def split_episodes(count: int, fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-def start_run(args: RunArgs, kind: str, meta_class: type[CheckpointMeta]) -> tuple[Path, torch.device, OfflineDataset]:
-    """Check a new or resumed training run, set threads and seed; its out dir, device and dataset."""
+def start_run(
+    args: RunArgs, kind: str, meta_class: type[CheckpointMeta]
+) -> tuple[RunArgs, Path, torch.device, OfflineDataset]:
+    """Check a new or resumed run, join its process group, set threads and seed; this rank's args, out, device, data."""
     out = Path(args.out)
     if args.datasets_root is not None:
         os.environ["MINARI_DATASETS_PATH"] = str(args.datasets_root)
+    place = ranks()
     if args.resume:
         check_resumable(out, args, kind, meta_class)
-    set_threads(args.threads)
-    device = resolve_device(args.device)
+    device = join_group(resolve_device(args.device))
+    threads = args.threads
+    if threads is None and place.world > 1 and device.type == "cpu":
+        threads = max(1, (os.cpu_count() or 1) // place.local_world)  # the cores shared out, not oversubscribed
+    set_threads(threads)
     torch.manual_seed(args.seed)
     dataset = load_dataset(args.dataset)
-    if not args.resume:
+    if not args.resume and place.rank == 0:
         fresh_output_directory(out)
-    return out, device, dataset
+    barrier()  # the other ranks read `out` only once rank 0 has made it
+    if place.rank > 0:
+        args = dataclasses.replace(args, quiet=True)  # one rank reports
+    return args, out, device, dataset
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning on stderr (from rank 0 only), even with --quiet."""
+    quiet = ranks().rank > 0
+    Console(stderr=True, soft_wrap=True, quiet=quiet).print(f"[bold yellow]warning:[/] {message}", highlight=False)
+
+
+def warn_short_run(warmup_steps: int, steps: int, flag: str) -> None:
+    """Warn when the warmup outlasts the run, so the learning rate never reaches its peak."""
+    if warmup_steps > steps:
+        warn(f"the warmup ({warmup_steps:,} steps) is longer than the run ({steps:,} steps), so the lr never reaches "
+             f"--lr; lower {flag}")
 
 
 def fresh_output_directory(out: Path) -> None:
@@ -153,12 +181,21 @@ class Trainer:
     eval_every: int
     save_every: int
     quiet: bool = False
+    keep_checkpoints: bool = False  # every save also as out/HISTORY_DIR/step-N
     step: int = 0  # updates done
     tokens: int = 0
     elapsed: float = 0.0  # seconds spent in `run`, over all sessions
     saved_step: int | None = None  # step of the checkpoint in `out`
     pending: list[float] = field(default_factory=list)  # train losses since the last metrics record
     summary: dict[str, Any] = field(default_factory=dict)  # the latest metrics record
+    place: Ranks = field(default_factory=ranks)
+    stop_signal: int | None = None  # SIGINT or SIGTERM received: stop after the current step
+
+    def __post_init__(self) -> None:
+        if self.place.world > 1:
+            for tensor in self.model.state_dict().values():
+                dist.broadcast(tensor, 0)  # every rank starts from rank 0's weights
+            torch.manual_seed(torch.initial_seed() * 1024 + self.place.rank)  # dropout differs across ranks
 
     def resume(self) -> None:
         """Restore weights, optimizer, scheduler, RNG, counters and metrics from the checkpoint in `out`."""
@@ -177,39 +214,64 @@ class Trainer:
                 f"cannot resume from {self.out}: its weights or {TRAINING_STATE_FILE} do not fit this run "
                 f"({type(error).__name__}; did the dataset change?); start a new run with another --out"
             ) from None
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        rank_states = state.get("rng_ranks", [state])  # runs of one process saved rank 0's state only
+        if len(rank_states) == self.place.world:  # with another number of processes, ranks > 0 keep fresh seeds
+            torch.set_rng_state(rank_states[self.place.rank]["rng_cpu"])
+            if device.type == "cuda" and "rng_cuda" in rank_states[self.place.rank]:
+                torch.cuda.set_rng_state(rank_states[self.place.rank]["rng_cuda"], device)
         self.step = self.saved_step = state["step"]
         self.tokens, self.elapsed, self.pending = state["tokens"], state["elapsed"], state["pending"]
         self.summary = json.loads(state["summary"])
+        if self.place.rank == 0:
+            self.trim_metrics()
+
+    def trim_metrics(self) -> None:
+        """Drop the metrics records of steps after the checkpoint, and a last line torn by a kill while appending."""
         metrics = self.out / METRICS_FILE
-        kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+        lines = metrics.read_text().splitlines()
+        kept = []
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if number < len(lines) or not line.startswith('{"step": '):  # only a record cut short is torn
+                    raise SeqrlError(f"{metrics} line {number} is not a metrics record; restore the file or "
+                                     "start a new run with another --out") from None
+                warn(f"dropped the torn last line of {metrics} (the run was stopped while writing it)")
+                break
+            if record["step"] <= self.step:
+                kept.append(line)
         metrics.write_text("".join(line + "\n" for line in kept))  # drop records of steps that were not saved
 
     def run(self, batch_at: Callable[[int], Batch], held_out: Sequence[Batch], steps: int) -> dict[str, Any]:
-        """Train until `steps` updates are done; return the last metrics record. Ctrl-C keeps the last checkpoint."""
+        """Train until `steps` updates are done; the last metrics record. SIGINT/SIGTERM stop at the last checkpoint."""
         columns = (
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn()
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(),
         )
         session_tokens, session_start = 0, time.perf_counter()
-        tick = session_start
-        with Progress(*columns, disable=self.quiet) as progress:
-            task = progress.add_task("train", total=steps, completed=self.step, status="")
-            try:
+        first_step, tick = self.step, session_start
+        previous = {number: signal.signal(number, self.on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with Progress(*columns, disable=self.quiet) as progress:
+                task = progress.add_task("train", total=steps, completed=self.step, status="")
                 while self.step < steps:
-                    batch = batch_at(self.step)
                     lr = self.optimizer.param_groups[0]["lr"]
-                    self.pending.append(self.update(batch))
+                    loss, tokens, stop = self.update(self.shard(batch_at(self.step)))
+                    self.pending.append(loss)
                     self.step += 1
-                    tokens = self.tokens_in(batch)
                     self.tokens += tokens
                     session_tokens += tokens
-                    status = f"loss {self.pending[-1]:.4f}  {session_tokens / (time.perf_counter() - session_start):,.0f} tok/s"
+                    if stop:
+                        self.stop()
+                    seconds = time.perf_counter() - session_start
+                    if self.step - first_step == 20:
+                        self.warn_eta((steps - self.step) * seconds / 20, steps)
+                    status = f"loss {loss:.4f}  {session_tokens / seconds:,.0f} tok/s"
                     if self.step % self.eval_every == 0 or self.step == steps:
                         self.elapsed += time.perf_counter() - tick
                         tick = time.perf_counter()
-                        self.record(lr, self.evaluate(held_out))
+                        self.record(lr, self.evaluate(held_out) if self.place.rank == 0 else None)
                     if self.summary.get("held_out_loss") is not None:
                         status += f"  held-out {self.summary['held_out_loss']:.4f}"
                     progress.update(task, completed=self.step, status=status)
@@ -217,25 +279,69 @@ class Trainer:
                         self.elapsed += time.perf_counter() - tick
                         tick = time.perf_counter()
                         self.save()
-            except KeyboardInterrupt:
-                kept = "no checkpoint yet" if self.saved_step is None else f"the checkpoint of step {self.saved_step} is intact"
-                message = f"interrupted at step {self.step}; {kept} in {self.out} (continue with --resume)"
-                Console(stderr=True, soft_wrap=True).print(message, highlight=False)
-                raise SystemExit(130) from None
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         return self.summary
 
-    def update(self, batch: Batch) -> float:
-        """One optimisation step on `batch`; its loss."""
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """Note SIGINT or SIGTERM: the loop stops after the step in progress (a repeat, as `launch` forwards, is moot)."""
+        self.stop_signal = self.stop_signal or signum
+
+    def stop(self) -> None:
+        """Exit 130 (SIGINT) or 143 (SIGTERM), keeping the last checkpoint, with a message that says what is left."""
+        signum = self.stop_signal or signal.SIGTERM  # another rank got it when this one did not
+        if self.saved_step is None:
+            kept = f"before the first checkpoint; nothing in {self.out} to resume, start the run again"
+        else:
+            kept = f"the checkpoint of step {self.saved_step} in {self.out} is intact (continue with --resume)"
+        name = signal.Signals(signum).name
+        Console(stderr=True, soft_wrap=True, quiet=self.place.rank > 0).print(
+            f"{name}: stopped at step {self.step}; {kept}", highlight=False
+        )
+        raise SystemExit(128 + signum)
+
+    def warn_eta(self, seconds_left: float, steps: int) -> None:
+        """Warn once early when the rest of the run would take longer than ETA_WARNING_HOURS at this pace."""
+        if seconds_left > ETA_WARNING_HOURS * 3600:
+            device = next(self.model.parameters()).device
+            warn(f"at this pace the {steps:,} steps take {seconds_left / 3600:,.0f} more hours on {device}; pass "
+                 "fewer --steps (or --epochs), more --nproc or a GPU --device")
+
+    def shard(self, batch: Batch) -> Batch:
+        """This rank's share of a global batch: every world-th sample from its rank on."""
+        if self.place.world == 1:
+            return batch
+        return tuple(tensor[self.place.rank :: self.place.world] for tensor in batch)
+
+    def update(self, batch: Batch) -> tuple[float, int, bool]:
+        """One optimisation step on this rank's `batch`; the loss and tokens over all ranks and whether to stop."""
         self.model.train()
         loss = self.loss_of(self.model, batch)
         if not torch.isfinite(loss):
             raise SeqrlError(f"training loss became {loss.item()} at step {self.step}; lower --lr or check the dataset")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        tokens, stop = self.tokens_in(batch), self.stop_signal is not None
+        if self.place.world > 1:
+            loss, tokens, stop = self.all_reduce(loss.detach(), tokens, stop)
         nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return loss.item()
+        return loss.item(), tokens, stop
+
+    def all_reduce(self, loss: torch.Tensor, tokens: int, stop: bool) -> tuple[torch.Tensor, int, bool]:
+        """Average gradients and loss over the ranks in one all-reduce; the sum of tokens; any rank's stop."""
+        grads = [param.grad for param in self.model.parameters() if param.grad is not None]
+        extra = torch.tensor([loss.item(), tokens, float(stop)], device=loss.device)  # (3,)
+        flat = torch.cat([grad.reshape(-1).float() for grad in grads] + [extra])  # (parameters + 3,)
+        dist.all_reduce(flat)
+        offset = 0
+        for grad in grads:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad) / self.place.world)
+            offset += grad.numel()
+        loss_sum, token_sum, stops = flat[offset:].tolist()
+        return torch.tensor(loss_sum / self.place.world), round(token_sum), stops > 0
 
     @torch.no_grad()
     def evaluate(self, batches: Sequence[Batch]) -> float | None:
@@ -257,27 +363,55 @@ class Trainer:
             "elapsed": round(self.elapsed, 3),
         }
         self.pending = []
-        with open(self.out / METRICS_FILE, "a") as file:
-            file.write(json.dumps(self.summary) + "\n")
+        if self.place.rank == 0:
+            with open(self.out / METRICS_FILE, "a") as file:
+                file.write(json.dumps(self.summary) + "\n")
 
     def save(self) -> None:
-        """Replace `out` in one rename with the model files, training state and metrics of this step."""
-        metrics = (self.out / METRICS_FILE).read_bytes()
+        """Replace `out` in one rename with the model files, training state and metrics of this step (rank 0 writes)."""
         device = next(self.model.parameters()).device
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "step": self.step,
-            "tokens": self.tokens,
-            "elapsed": self.elapsed,
-            "pending": self.pending,
-            "summary": json.dumps(self.summary),
-        }
+        rng = {"rng_cpu": torch.get_rng_state()}
         if device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(device)
+            rng["rng_cuda"] = torch.cuda.get_rng_state(device)
+        rank_states = [rng]
+        if self.place.world > 1:
+            rank_states = [None] * self.place.world
+            dist.all_gather_object(rank_states, rng)
+        if self.place.rank == 0:
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                **rank_states[0],
+                "rng_ranks": rank_states,
+                "step": self.step,
+                "tokens": self.tokens,
+                "elapsed": self.elapsed,
+                "pending": self.pending,
+                "summary": json.dumps(self.summary),
+            }
+            try:
+                self.write_checkpoint(state)
+            except (OSError, RuntimeError, SafetensorError) as error:  # a full disk, as each writer reports it
+                intact = f"the checkpoint of step {self.saved_step} is intact"
+                if self.saved_step is None:
+                    intact = "there is no earlier checkpoint"
+                reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+                raise SeqrlError(
+                    f"cannot save step {self.step} to {self.out} ({reason}); {intact}; "
+                    "free disk space and continue with --resume"
+                ) from None
+        self.saved_step = self.step
+
+    def write_checkpoint(self, state: dict[str, Any]) -> None:
+        """The files of this step: `out` replaced as a whole, and with --keep-checkpoints a copy in its history."""
+        metrics = (self.out / METRICS_FILE).read_bytes()
+        history = self.out / HISTORY_DIR
+        if self.keep_checkpoints:
+            with atomic_directory(history / f"step-{self.step}") as staging:
+                self.write_files(staging, self.summary)
         with atomic_directory(self.out) as staging:
             self.write_files(staging, self.summary)
             torch.save(state, staging / TRAINING_STATE_FILE)
             (staging / METRICS_FILE).write_bytes(metrics)
-        self.saved_step = self.step
+            if history.is_dir():
+                history.rename(staging / HISTORY_DIR)  # last, so a failed save leaves the history where it was

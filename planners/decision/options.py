@@ -54,6 +54,8 @@ class TrainArgs(RunArgs):
             raise SeqrlError(f"--hidden-size {self.hidden_size} must be divisible by --n-head {self.n_head}")
         if self.decay_steps is not None and self.decay_steps <= self.warmup_steps:
             raise SeqrlError(f"--decay-steps {self.decay_steps} must come after --warmup-steps {self.warmup_steps}")
+        if self.batch_size < self.nproc:
+            raise SeqrlError(f"--batch-size {self.batch_size} is split over --nproc {self.nproc}; give each one sample")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,14 +20,18 @@ from seqrl.planners.training import (
     training_results,
     split_episodes,
     warmup_cosine,
+    warn_short_run,
 )
+from seqrl.planners.parallel import launch, needs_launch
 
 HELD_OUT_WINDOWS = 1024  # held-out windows scored at every evaluation
 
 
-def train_dt(args: TrainArgs) -> dict[str, Any]:
+def train_dt(args: TrainArgs) -> dict[str, Any] | None:
     """Train (or resume) a Decision Transformer into `args.out`; the final metrics record."""
-    out, device, dataset = start_run(args, "dt", DecisionMeta)
+    if needs_launch(args.nproc):
+        return launch(train_dt, args, args.nproc)
+    args, out, device, dataset = start_run(args, "dt", DecisionMeta)
     state_mean, state_std = dataset.observation_mean, dataset.observation_std
     train_ids, held_ids = split_episodes(len(dataset.episodes), args.holdout, args.seed)
 
@@ -57,6 +61,7 @@ def train_dt(args: TrainArgs) -> dict[str, Any]:
         scheduler = warmup_cosine(optimizer, warmup, args.steps, min_ratio=1.0)  # warmup, then flat
     else:
         scheduler = warmup_cosine(optimizer, warmup, args.decay_steps, min_ratio=0.0)
+    warn_short_run(warmup, args.steps, "--warmup-steps")
     target_return = args.target_return
     if target_return is None:
         target_return = dt_target_return(dataset.env_id) or float(dataset.returns.max())
@@ -87,6 +92,7 @@ def train_dt(args: TrainArgs) -> dict[str, Any]:
         eval_every=args.eval_every,
         save_every=args.save_every,
         quiet=args.quiet,
+        keep_checkpoints=args.keep_checkpoints,
     )
     if args.resume:
         trainer.resume()

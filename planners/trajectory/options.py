@@ -81,6 +81,8 @@ class TrainArgs(RunArgs):
             raise SeqrlError("pass --steps or --epochs, not both")
         if self.n_embd % self.n_head:
             raise SeqrlError(f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head}")
+        if self.batch_size < self.nproc:
+            raise SeqrlError(f"--batch-size {self.batch_size} is split over --nproc {self.nproc}; give each one sample")
 
 
 @dataclass(frozen=True, kw_only=True)

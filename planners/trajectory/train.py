@@ -24,15 +24,19 @@ from seqrl.planners.training import (
     training_results,
     split_episodes,
     warmup_cosine,
+    warn_short_run,
 )
+from seqrl.planners.parallel import launch, needs_launch
 
 HELD_OUT_WINDOWS = 4096  # held-out windows scored at every evaluation
 REFERENCE_SAMPLES = 50 * 1_000_000  # the original trains for 50 epochs of a 1M-step dataset, whatever its size
 
 
-def train_tt(args: TrainArgs) -> dict[str, Any]:
+def train_tt(args: TrainArgs) -> dict[str, Any] | None:
     """Train (or resume) a Trajectory Transformer into `args.out`; the final metrics record."""
-    out, device, dataset = start_run(args, "tt", TrajectoryMeta)
+    if needs_launch(args.nproc):
+        return launch(train_tt, args, args.nproc)
+    args, out, device, dataset = start_run(args, "tt", TrajectoryMeta)
     transitions = [episode_transitions(e, args.discount, args.termination_penalty) for e in dataset.episodes]
     if args.resume:
         discretizer = Discretizer.load(out / DISCRETIZER_FILE)
@@ -52,6 +56,7 @@ def train_tt(args: TrainArgs) -> dict[str, Any]:
     # the original counts tokens (warmup: one epoch's worth, cosine to 10% at twenty); the same in steps here
     warmup = max(1, round(args.warmup_epochs * sampler.steps_per_epoch))
     scheduler = warmup_cosine(optimizer, warmup, round(args.decay_epochs * sampler.steps_per_epoch), args.min_lr_ratio)
+    warn_short_run(warmup, steps, "--warmup-epochs")
     meta = checkpoint_meta(args, dataset, discretizer)
 
     def write_files(directory: Path, summary: dict[str, Any]) -> None:
@@ -71,6 +76,7 @@ def train_tt(args: TrainArgs) -> dict[str, Any]:
         eval_every=args.eval_every,
         save_every=args.save_every,
         quiet=args.quiet,
+        keep_checkpoints=args.keep_checkpoints,
     )
     if args.resume:
         trainer.resume()
