@@ -9,13 +9,14 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-
 from seqrl import SeqrlError
 from seqrl.agents.options import InvalidOption, Options, convert, parse_text, spec_of
 from seqrl.agents.rollout import RolloutOptions
-from seqrl.planners.decision.options import PolicySettings, TrainArgs as DecisionTrainArgs
+from seqrl.planners.decision.options import PolicySettings
+from seqrl.planners.decision.options import TrainArgs as DecisionTrainArgs
 from seqrl.planners.sweep import SweepSpec
-from seqrl.planners.trajectory.options import PlannerSettings, TrainArgs as TrajectoryTrainArgs
+from seqrl.planners.trajectory.options import PlannerSettings
+from seqrl.planners.trajectory.options import TrainArgs as TrajectoryTrainArgs
 
 app = typer.Typer(
     help="Planning and control agents for offline RL with sequence models.",
@@ -36,8 +37,9 @@ def show_version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: bool = typer.Option(False, "--version", help="Show seqrl's version and exit.", callback=show_version,
-                                 is_eager=True, metavar=" "),
+    version: bool = typer.Option(
+        False, "--version", help="Show seqrl's version and exit.", callback=show_version, is_eager=True, metavar=" "
+    ),
 ) -> None:
     """Planning and control agents for offline RL with sequence models."""
 
@@ -84,7 +86,9 @@ def typer_parameters(options: type[Options], panel: str | None = None) -> list[i
         info = typer.Option(
             typer_default, *names, help=help_text.replace("[", "\\["), rich_help_panel=panel, metavar=metavar
         )
-        parameters.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))
+        parameters.append(
+            inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+        )
     return parameters
 
 
@@ -163,7 +167,7 @@ def evaluate(
 
     Examples:
 
-      seqrl evaluate --env Hopper-v5 --checkpoint bundled:hopper-dt --set target_return=1800,3600 --episodes 10 --log sweep.jsonl
+      seqrl evaluate --env Hopper-v5 --checkpoint bundled:hopper-dt --set target_return=1800,3600 --log sweep.jsonl
 
       seqrl evaluate --env Hopper-v5 --agent tt --set beam_width=8,32 --workers 2 --log tt.jsonl --resume
 
@@ -190,7 +194,6 @@ def datasets(
     """
     from rich import box
     from rich.table import Table
-
     from seqrl.envs.datasets import datasets_root, load_dataset, local_dataset_ids
 
     root = root or datasets_root()
@@ -206,8 +209,13 @@ def datasets(
             stats[dataset_id] = load_dataset(str(root / dataset_id)).stats()
         except SeqrlError as error:
             problems.append(str(error))
-    table = Table(title=f"Minari datasets in {root}", caption="score: D4RL normalized return, mean",
-                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = Table(
+        title=f"Minari datasets in {root}",
+        caption="score: D4RL normalized return, mean",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     table.add_column("env / dataset", no_wrap=True)
     for column in ("episodes", "steps", "return\nmean ± std", "return\nmin..max", "score"):
         table.add_column(column, justify="right", no_wrap=True)
@@ -261,7 +269,6 @@ def info(
     """
     from rich import box
     from rich.table import Table
-
     from seqrl.planners.info import describe_checkpoint
 
     table = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
@@ -299,13 +306,29 @@ def option_parameter(name: str, *names: str, help: str) -> inspect.Parameter:
 
 
 evaluate_parameters = [
-    option_parameter("checkpoint", "--checkpoint", help="Checkpoint directory, hub id or bundled:NAME; repeat for more, "
-                     "or a quoted glob ('runs/x/checkpoints/*')."),
-    inspect.Parameter("checkpoints", inspect.Parameter.KEYWORD_ONLY, annotation=list[str] | None, default=typer.Argument(
-        None, help="More checkpoints (so an unquoted --checkpoint runs/x/checkpoints/* works).", show_default=False)),
-    option_parameter("agent", "--agent", help="Built-in agent dt or tt (the env's bundled checkpoint) or random; "
-                     "repeatable. Default with no --checkpoint: the env's bundled agent."),
-    option_parameter("set_", "--set", help="Agent setting NAME=V1,V2,...; repeatable; the grid is the product of them."),
+    option_parameter(
+        "checkpoint",
+        "--checkpoint",
+        help="Checkpoint directory, hub id or bundled:NAME; repeat for more, "
+        "or a quoted glob ('runs/x/checkpoints/*').",
+    ),
+    inspect.Parameter(
+        "checkpoints",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=list[str] | None,
+        default=typer.Argument(
+            None, help="More checkpoints (so an unquoted --checkpoint runs/x/checkpoints/* works).", show_default=False
+        ),
+    ),
+    option_parameter(
+        "agent",
+        "--agent",
+        help="Built-in agent dt or tt (the env's bundled checkpoint) or random; "
+        "repeatable. Default with no --checkpoint: the env's bundled agent.",
+    ),
+    option_parameter(
+        "set_", "--set", help="Agent setting NAME=V1,V2,...; repeatable; the grid is the product of them."
+    ),
     *typer_parameters(SweepSpec),
 ]
 rollout_parameters = [

@@ -25,8 +25,8 @@ class Agent(ABC):
     def act_batch(self, observations: np.ndarray, slots: Sequence[int]) -> np.ndarray:
         """Actions (N, act_dim) for observations (N, obs_dim) of the episodes in `slots`."""
 
-    def observe_batch(self, rewards: np.ndarray, slots: Sequence[int]) -> None:
-        """Record the rewards (N,) that the last actions of `slots` earned."""
+    def observe_batch(self, rewards: np.ndarray, slots: Sequence[int]) -> None:  # noqa: B027 - optional hook
+        """Record the rewards (N,) that the last actions of `slots` earned (agents that ignore rewards keep this)."""
 
     def settings(self) -> dict[str, Any]:
         """The settings that define this agent, for logs (JSON-serialisable)."""

@@ -80,7 +80,9 @@ def read_log(path: Path) -> LogContents:
     if not path.is_file():
         raise SeqrlError(f"log {path} is not a regular file; pass a seqrl episode log (.jsonl) or a new file")
     if path.stat().st_size > MAX_LOG_BYTES:
-        raise SeqrlError(f"log {path} is over {MAX_LOG_BYTES >> 20} MiB; is it an episode log? split it or log to a new file")
+        raise SeqrlError(
+            f"log {path} is over {MAX_LOG_BYTES >> 20} MiB; is it an episode log? split it or log to a new file"
+        )
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -131,7 +133,9 @@ class EpisodeLog:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.file.close()
-            raise SeqrlError(f"another seqrl run is writing {self.path}; wait for it to end or log to another file") from None
+            raise SeqrlError(
+                f"another seqrl run is writing {self.path}; wait for it to end or log to another file"
+            ) from None
         contents = read_log(self.path) if self.path.stat().st_size else LogContents([], None, True)
         self.records = contents.records
         self.dropped_torn_line = contents.torn_at is not None
@@ -146,7 +150,11 @@ class EpisodeLog:
         done = {record["episode"]: record for record in self.records if _run_key(record) == run}
         if self.records and not done:
             last = _run_key(self.records[-1])
-            differences = [f"{key} {last.get(key)!r} there, {run.get(key)!r} here" for key in {**last, **run} if last.get(key) != run.get(key)]
+            differences = [
+                f"{key} {last.get(key)!r} there, {run.get(key)!r} here"
+                for key in {**last, **run}
+                if last.get(key) != run.get(key)
+            ]
             raise SeqrlError(
                 f"cannot resume: {self.path} holds episodes of another run ({'; '.join(differences[:3])}); "
                 "rerun with the same settings, or log to a new file"

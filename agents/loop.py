@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
-
 from seqrl import SeqrlError
 from seqrl.agents.base import Agent
-from seqrl.envs.make import env_identity, make_env, make_vector_env
 from seqrl.envs.families import normalized_score
+from seqrl.envs.make import env_identity, make_env, make_vector_env
 
 
 @dataclass
@@ -140,8 +139,14 @@ def run_episodes(
         seeds = [seed + episode_in[slot] for slot in starting]
         now = time.perf_counter()
         first_observations = envs.reset(starting, seeds)  # (len(starting), obs_dim)
-        check_finite(first_observations, "the reset observation", [episode_in[s] for s in starting], starting,
-                     [0] * len(starting), ENV_FIX)
+        check_finite(
+            first_observations,
+            "the reset observation",
+            [episode_in[s] for s in starting],
+            starting,
+            [0] * len(starting),
+            ENV_FIX,
+        )
         for slot, episode_seed in zip(starting, seeds):
             started[slot], returns[slot], lengths[slot] = now, 0.0, 0
             agent.reset(seed=episode_seed, slot=slot)
@@ -155,8 +160,10 @@ def run_episodes(
         actions = np.asarray(agent.act_batch(observations, active))  # (N, act_dim)
         episodes_now, steps_now = [episode_in[slot] for slot in active], [lengths[slot] for slot in active]
         if actions.shape != (len(active), *action_shape):
-            raise SeqrlError(f"{agent.name} agent returned actions of shape {actions.shape}; the env takes "
-                             f"{(len(active), *action_shape)} for {len(active)} slot(s)")
+            raise SeqrlError(
+                f"{agent.name} agent returned actions of shape {actions.shape}; the env takes "
+                f"{(len(active), *action_shape)} for {len(active)} slot(s)"
+            )
         check_finite(actions, "the action", episodes_now, active, steps_now, AGENT_FIX)
         next_observations, rewards, terminations, truncations = envs.step(actions, active)
         check_finite(rewards, "the reward", episodes_now, active, steps_now, ENV_FIX)
@@ -172,7 +179,18 @@ def run_episodes(
                 ended.append(j)
         if on_step is not None:
             returns_now = np.array([returns[slot] for slot in active])
-            on_step(Step(episodes_now, observations, actions, rewards, next_observations, terminations, truncations, returns_now))
+            on_step(
+                Step(
+                    episodes_now,
+                    observations,
+                    actions,
+                    rewards,
+                    next_observations,
+                    terminations,
+                    truncations,
+                    returns_now,
+                )
+            )
         observations = next_observations
         if not ended:
             continue

@@ -68,8 +68,12 @@ def describe(annotation: Any, spec: Spec) -> str:
     kinds = []
     for kind in allowed_types(annotation):
         if kind in (int, float):
-            bounds = [f">= {spec.low:g}" if spec.low is not None else "", f"> {spec.above:g}" if spec.above is not None else "",
-                      f"<= {spec.high:g}" if spec.high is not None else "", f"< {spec.below:g}" if spec.below is not None else ""]
+            bounds = [
+                f">= {spec.low:g}" if spec.low is not None else "",
+                f"> {spec.above:g}" if spec.above is not None else "",
+                f"<= {spec.high:g}" if spec.high is not None else "",
+                f"< {spec.below:g}" if spec.below is not None else "",
+            ]
             noun = "an integer" if kind is int else "a finite number"
             kinds.append(" ".join([noun, *filter(None, bounds)]))
         elif kind is str:
@@ -112,7 +116,9 @@ def _convert(value: Any, kind: Any, spec: Spec) -> tuple[bool, Any]:
     if kind is str:
         return isinstance(value, str) and (not spec.choices or value in spec.choices), value
     if kind is Path:
-        return isinstance(value, (str, Path)) and str(value) != "", Path(value) if isinstance(value, (str, Path)) else None
+        return isinstance(value, (str, Path)) and str(value) != "", Path(value) if isinstance(
+            value, (str, Path)
+        ) else None
     if typing.get_origin(kind) is list:
         (item,) = typing.get_args(kind)
         if not isinstance(value, (list, tuple)):
@@ -176,12 +182,14 @@ class Options:
 
     @classmethod
     def from_dict(cls, data: Any, source: str) -> Self:
-        """Build from a JSON object read from `source`; unknown keys and invalid values are one-line errors naming it."""
+        """Build from a JSON object read from `source`; unknown keys and bad values are one-line errors naming it."""
         if not isinstance(data, dict):
             raise SeqrlError(f"{source} must be a JSON object of {cls.__name__} settings, got {type(data).__name__}")
         unknown = sorted(set(data) - set(cls.field_names()))
         if unknown:
-            raise SeqrlError(f"{source} has unknown key(s) {', '.join(unknown)}; remove them (known: {', '.join(cls.field_names())})")
+            raise SeqrlError(
+                f"{source} has unknown key(s) {', '.join(unknown)}; remove them (known: {', '.join(cls.field_names())})"
+            )
         try:
             return cls(**data)
         except InvalidOption as error:
@@ -191,7 +199,9 @@ class Options:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values (paths as strings)."""
-        return {name: str(value) if isinstance(value, Path) else value for name, value in dataclasses.asdict(self).items()}
+        return {
+            name: str(value) if isinstance(value, Path) else value for name, value in dataclasses.asdict(self).items()
+        }
 
     def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed, validated again."""

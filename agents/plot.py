@@ -64,7 +64,9 @@ def plot_logs(paths: list[Path], output: Path) -> None:
 
         return plot_sweep(records, output)
     has_scores = any(r.get("normalized_score") is not None for rs in groups.values() for r in rs)
-    figure, axes = plt.subplots(2 if has_scores else 1, 1, figsize=(8, 6 if has_scores else 3.5), sharex=True, squeeze=False)
+    figure, axes = plt.subplots(
+        2 if has_scores else 1, 1, figsize=(8, 6 if has_scores else 3.5), sharex=True, squeeze=False
+    )
     for label, records in sorted(groups.items()):
         records = sorted(records, key=lambda r: r["episode"])
         episodes = [r["episode"] for r in records]
@@ -106,8 +108,14 @@ def plot_metrics(path: Path, output: Path) -> None:
     plt = _pyplot()
     check_output(output)
     records = read_metrics(path)
-    names = sorted({key for record in records for key, value in record.items()
-                    if key not in NOT_CURVES and isinstance(value, (int, float)) and not isinstance(value, bool)})
+    names = sorted(
+        {
+            key
+            for record in records
+            for key, value in record.items()
+            if key not in NOT_CURVES and isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+    )
     if not names:
         raise SeqrlError(f"{path} records no losses or scores to plot")
     losses = [name for name in names if "loss" in name]

@@ -4,7 +4,6 @@ from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
-
 from seqrl import SeqrlError
 from seqrl.agents.base import Agent
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-
 from seqrl import SeqrlError
 from seqrl.agents.loop import EpisodeResult, Step
 
@@ -43,7 +42,9 @@ class Recorder:
         try:
             parse_dataset_id(dataset_id)
         except (ValueError, TypeError):
-            raise SeqrlError(f"--record-id {dataset_id!r} is not a Minari dataset id; use the form namespace/name-v0") from None
+            raise SeqrlError(
+                f"--record-id {dataset_id!r} is not a Minari dataset id; use the form namespace/name-v0"
+            ) from None
         self.root, self.dataset_id, self.env, self.agent = Path(root).resolve(), dataset_id, env, agent
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,10 @@ class Recorder:
             )
         self.dataset = MinariDataset(path / "data")
         if self.dataset.spec.env_spec is not None and self.dataset.spec.env_spec.id != env.spec.id:
-            raise SeqrlError(f"dataset {dataset_id} in {self.root} holds {self.dataset.spec.env_spec.id} episodes, not {env.spec.id}; choose another --record-id")
+            raise SeqrlError(
+                f"dataset {dataset_id} in {self.root} holds {self.dataset.spec.env_spec.id} episodes, "
+                f"not {env.spec.id}; choose another --record-id"
+            )
         # an episode written just before a crash, but not yet logged, is run again: record it once
         metadata = self.dataset.storage.get_episode_metadata(self.dataset.episode_indices)
         self.recorded_seeds = {episode["seed"] for episode in metadata if "seed" in episode}
@@ -70,7 +74,13 @@ class Recorder:
     def __call__(self, step: Step) -> None:
         for j, episode in enumerate(step.episodes):
             if episode not in self.episodes:
-                self.episodes[episode] = {"observations": [np.array(step.observations[j])], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+                self.episodes[episode] = {
+                    "observations": [np.array(step.observations[j])],
+                    "actions": [],
+                    "rewards": [],
+                    "terminations": [],
+                    "truncations": [],
+                }
             steps = self.episodes[episode]
             steps["observations"].append(np.array(step.next_observations[j]))
             steps["actions"].append(np.array(step.actions[j]))

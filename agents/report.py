@@ -9,7 +9,6 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
 from seqrl.agents.loop import EpisodeResult, Step
 
 
@@ -17,7 +16,13 @@ class RolloutProgress:
     """Episodes done/total, steps, the current return and steps/s, redrawn at most 10 times a second."""
 
     def __init__(self, total: int, done: int, console: Console, disable: bool = False):
-        columns = (TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+        columns = (
+            TextColumn("episodes"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+        )
         self.progress = Progress(*columns, console=console, transient=True, disable=disable)
         self.task = self.progress.add_task("rollout", total=total, completed=done, status="")
         self.steps = 0
@@ -71,12 +76,22 @@ def summary_table(results: list[EpisodeResult], title: str) -> Table:
                 table.add_row("...", "", f"{len(ordered) - 2 * EDGE_ROWS} more", "", "", "", "")
             continue
         end = "terminated" if r.terminated else "truncated"
-        table.add_row(str(r.episode), str(r.seed), _number(r.episode_return), str(r.length), _number(r.normalized_score), end, _number(r.wall_time_s, 2))
+        table.add_row(
+            str(r.episode),
+            str(r.seed),
+            _number(r.episode_return),
+            str(r.length),
+            _number(r.normalized_score),
+            end,
+            _number(r.wall_time_s, 2),
+        )
     if not results:
         return table
     returns = np.array([r.episode_return for r in results])
     lengths = np.array([r.length for r in results])
-    scores = None if any(r.normalized_score is None for r in results) else np.array([r.normalized_score for r in results])
+    scores = (
+        None if any(r.normalized_score is None for r in results) else np.array([r.normalized_score for r in results])
+    )
     table.add_section()
     for name, stat in (("mean", np.mean), ("sample std", _sample_std), ("min", np.min), ("max", np.max)):
         cells = [_stat(values, stat) for values in (returns, lengths, scores)]

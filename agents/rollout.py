@@ -8,7 +8,6 @@ from pathlib import Path
 
 import gymnasium as gym
 from rich.console import Console
-
 from seqrl import SeqrlError, __version__
 from seqrl.agents.base import Agent
 from seqrl.agents.episode_log import EpisodeLog, episode_record, record_result
@@ -60,8 +59,10 @@ class RolloutOptions(Options):
 
     env: str = option(help="Gymnasium MuJoCo env id, e.g. Hopper-v5.")
     agent: str | None = option(
-        None, "Built-in agent: dt or tt (the env's bundled trained agent) or random; default: the env's bundled agent, "
-        "else random.", choices=BUILT_IN_AGENTS,
+        None,
+        "Built-in agent: dt or tt (the env's bundled trained agent) or random; default: the env's bundled agent, "
+        "else random.",
+        choices=BUILT_IN_AGENTS,
     )
     checkpoint: str | None = option(
         None, "Checkpoint directory, bundled:NAME or hf:ORG/NAME[@REVISION] of a TT planner or DT policy."
@@ -96,7 +97,9 @@ class RolloutOptions(Options):
         if self.video is not None and self.num_envs != 1:
             raise SeqrlError("--video films one env; drop --num-envs or set it to 1")
         if self.seed + self.episodes - 1 > MAX_SEED:
-            raise SeqrlError(f"--seed {self.seed} + --episodes {self.episodes} passes the largest seed {MAX_SEED}; lower --seed")
+            raise SeqrlError(
+                f"--seed {self.seed} + --episodes {self.episodes} passes the largest seed {MAX_SEED}; lower --seed"
+            )
 
 
 # Builds the agent to run on an env (one env: its spaces and spec) for these options: the agent, its name for
@@ -176,8 +179,14 @@ def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
     return status
 
 
-def _report(console: Console, options: RolloutOptions, results: list[EpisodeResult], recorder: Recorder | None,
-            film: EpisodeVideo | None, status: int) -> None:
+def _report(
+    console: Console,
+    options: RolloutOptions,
+    results: list[EpisodeResult],
+    recorder: Recorder | None,
+    film: EpisodeVideo | None,
+    status: int,
+) -> None:
     env_id, episodes, log, record = options.env, options.episodes, options.log, options.record
     if results:
         console.print(summary_table(results, f"{env_id}: {len(results)} of {episodes} episodes"))
@@ -188,5 +197,10 @@ def _report(console: Console, options: RolloutOptions, results: list[EpisodeResu
     if film is not None and film.frames:
         console.print(f"video: {film.path} (episode {film.episode}, {film.frames} frames)")
     if status:
-        kept = f"kept in {log}; continue with --resume" if log is not None else "not logged (add --log FILE to keep them)"
-        console.print(f"interrupted by {signal.Signals(status - 128).name}: {len(results)} of {episodes} episodes finished, {kept}")
+        kept = (
+            f"kept in {log}; continue with --resume" if log is not None else "not logged (add --log FILE to keep them)"
+        )
+        console.print(
+            f"interrupted by {signal.Signals(status - 128).name}: "
+            f"{len(results)} of {episodes} episodes finished, {kept}"
+        )

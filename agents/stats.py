@@ -25,8 +25,13 @@ def iqm_interval(scores: np.ndarray, confidence: float = 0.95, seed: int = 0) ->
     if len(scores) < 2:
         return None
     result = bootstrap(
-        (np.asarray(scores, dtype=np.float64),), iqm, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=confidence,
-        method="percentile", vectorized=True, random_state=np.random.default_rng(seed),
+        (np.asarray(scores, dtype=np.float64),),
+        iqm,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 

@@ -21,14 +21,32 @@ def plot_sweep(records: list[dict[str, Any]], output: Path) -> None:
     jitter = np.random.default_rng(0)  # the same picture for the same log
     for row, (key, lines) in enumerate(runs.items()):
         scores = run_scores(lines)[0]
-        axis.scatter(scores, row + jitter.uniform(-0.15, 0.15, len(scores)), s=14, alpha=0.6, color="tab:blue",
-                     label="episode" if row == 0 else None)
+        axis.scatter(
+            scores,
+            row + jitter.uniform(-0.15, 0.15, len(scores)),
+            s=14,
+            alpha=0.6,
+            color="tab:blue",
+            label="episode" if row == 0 else None,
+        )
         summary = summaries[key]
         if summary.iqm_low is not None:
-            axis.plot([summary.iqm_low, summary.iqm_high], [row, row], color="black", linewidth=2,
-                      label="IQM 95% CI" if row == 0 else None)
-        axis.plot([summary.iqm], [row], "|", color="tab:red", markersize=18, markeredgewidth=2.5,
-                  label="IQM" if row == 0 else None)
+            axis.plot(
+                [summary.iqm_low, summary.iqm_high],
+                [row, row],
+                color="black",
+                linewidth=2,
+                label="IQM 95% CI" if row == 0 else None,
+            )
+        axis.plot(
+            [summary.iqm],
+            [row],
+            "|",
+            color="tab:red",
+            markersize=18,
+            markeredgewidth=2.5,
+            label="IQM" if row == 0 else None,
+        )
     ticks = [f"{labels[key]} (n={len(lines)})" for key, lines in runs.items()]
     axis.set_yticks(range(len(runs)), ticks, fontsize="small")
     axis.invert_yaxis()

@@ -44,12 +44,18 @@ def run_labels(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
     descriptions = {key: run_description(lines[0]) for key, lines in runs.items()}
     names = list(dict.fromkeys(name for description in descriptions.values() for name in description))
     # a setting differs where the runs that have it (agents of its kind) hold more than one value of it
-    differing = [name for name in names
-                 if len({json.dumps(d[name]) for d in descriptions.values() if d.get(name) is not None}) > 1]
+    differing = [
+        name
+        for name in names
+        if len({json.dumps(d[name]) for d in descriptions.values() if d.get(name) is not None}) > 1
+    ]
     labels = {}
     for key, description in descriptions.items():
-        parts = [f"{name}={_format(description[name])}" for name in differing
-                 if name != "checkpoint" and description.get(name) is not None]
+        parts = [
+            f"{name}={_format(description[name])}"
+            for name in differing
+            if name != "checkpoint" and description.get(name) is not None
+        ]
         if "checkpoint" in differing or not parts:
             parts.insert(0, str(description["checkpoint"]))
         labels[key] = ", ".join(parts)
@@ -75,8 +81,9 @@ def run_scores(lines: list[dict[str, Any]]) -> tuple[list[float], str]:
 
 def summarize_runs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, ScoreSummary]:
     """The score summary of each run."""
-    return {key: summarize_scores(run_scores(lines)[0], [line["length"] for line in lines])
-            for key, lines in runs.items()}
+    return {
+        key: summarize_scores(run_scores(lines)[0], [line["length"] for line in lines]) for key, lines in runs.items()
+    }
 
 
 def _cell(value: float | None) -> str:
@@ -88,8 +95,10 @@ def sweep_table(records: list[dict[str, Any]], title: str) -> Table:
     runs = group_runs(records)
     labels, summaries = run_labels(runs), summarize_runs(runs)
     measures = {run_scores(lines)[1] for lines in runs.values()}
-    caption = (f"{' / '.join(sorted(measures))}; IQM: interquartile mean, 95% percentile-bootstrap interval "
-               f"({2000} resamples); worst 5: lowest mean over 5 consecutive seeds")
+    caption = (
+        f"{' / '.join(sorted(measures))}; IQM: interquartile mean, 95% percentile-bootstrap interval "
+        f"({2000} resamples); worst 5: lowest mean over 5 consecutive seeds"
+    )
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("cell", overflow="fold")
     for name in ("episodes", "mean ± std", "IQM [95% CI]", "worst 5", "length"):
@@ -97,8 +106,14 @@ def sweep_table(records: list[dict[str, Any]], title: str) -> Table:
     for key in runs:
         s = summaries[key]
         interval = "" if s.iqm_low is None else f" [{s.iqm_low:.1f}, {s.iqm_high:.1f}]"
-        table.add_row(labels[key], str(s.episodes), f"{s.mean:.1f} ± {s.std:.1f}", f"{s.iqm:.1f}{interval}",
-                      _cell(s.worst_window_mean), f"{s.mean_length:.0f}")
+        table.add_row(
+            labels[key],
+            str(s.episodes),
+            f"{s.mean:.1f} ± {s.std:.1f}",
+            f"{s.iqm:.1f}{interval}",
+            _cell(s.worst_window_mean),
+            f"{s.mean_length:.0f}",
+        )
     return table
 
 
@@ -106,8 +121,14 @@ class SweepProgress:
     """Cells and episodes done, env steps/s of the finished episodes and workers alive, redrawn 4 times a second."""
 
     def __init__(self, cells: int, episodes: int, console: Console, disable: bool = False):
-        self.progress = Progress(TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
-                                 transient=True, disable=disable, refresh_per_second=4)
+        self.progress = Progress(
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=disable,
+            refresh_per_second=4,
+        )
         self.task = self.progress.add_task("sweep", status="")
         self.cells, self.episodes = cells, episodes
         self.start = time.perf_counter()
@@ -124,6 +145,8 @@ class SweepProgress:
         """Show the counts; `new_steps` are the env steps of episodes finished since the last call."""
         self.steps += new_steps
         rate = self.steps / max(time.perf_counter() - self.start, 1e-9)
-        status = (f"cells {cells_done}/{self.cells}  episodes {episodes_done}/{self.episodes}  "
-                  f"{rate:,.0f} steps/s  workers alive {workers_alive}")
+        status = (
+            f"cells {cells_done}/{self.cells}  episodes {episodes_done}/{self.episodes}  "
+            f"{rate:,.0f} steps/s  workers alive {workers_alive}"
+        )
         self.progress.update(self.task, status=status)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-
 from seqrl import SeqrlError
 
 GL_BACKENDS = ("egl", "osmesa", "glfw")  # the values MuJoCo's Python bindings accept
@@ -57,7 +56,9 @@ class EpisodeVideo:
                 self.writer.append_data(frame)
             except Exception as error:  # ffmpeg exits when it cannot write the file: a broken pipe, an OSError
                 self.writer = None
-                raise SeqrlError(f"cannot write --video {self.path} ({first_line(error)}); pick a writable place")
+                raise SeqrlError(
+                    f"cannot write --video {self.path} ({first_line(error)}); pick a writable place"
+                ) from None
             self.frames += 1
 
     def _render(self) -> np.ndarray:

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
-
 from seqrl import DecisionTransformerConfig, DecisionTransformerModel
 from seqrl.agents.loop import run_episodes
 from seqrl.envs.make import make_env, make_vector_env
@@ -68,7 +67,9 @@ def make_checkpoint(directory: Path) -> Path:
     torch.manual_seed(0)
     config = DecisionTransformerConfig(state_dim=17, act_dim=6, max_ep_len=1000)
     DecisionTransformerModel(config).save_pretrained(directory)
-    write_json(directory / META_FILE, {"kind": "dt", "env_id": ENV_ID, "state_mean": [0.0] * 17, "state_std": [1.0] * 17})
+    write_json(
+        directory / META_FILE, {"kind": "dt", "env_id": ENV_ID, "state_mean": [0.0] * 17, "state_std": [1.0] * 17}
+    )
     return directory
 
 
@@ -90,13 +91,22 @@ def transformers_loop(checkpoint: Path, steps: int) -> tuple[int, float, CallTim
     timesteps = torch.zeros((1, 1), dtype=torch.long)
     for t in range(steps):
         actions = torch.cat([actions, torch.zeros((1, act_dim))])
-        window = [x[-CONTEXT:] for x in ((states - mean) / std, actions, returns_to_go.reshape(-1, 1), timesteps.reshape(-1))]
+        window = [
+            x[-CONTEXT:] for x in ((states - mean) / std, actions, returns_to_go.reshape(-1, 1), timesteps.reshape(-1))
+        ]
         pad = CONTEXT - len(window[0])
         padded = [torch.cat([torch.zeros((pad, *x.shape[1:]), dtype=x.dtype), x])[None] for x in window]
         mask = torch.cat([torch.zeros(pad, dtype=torch.long), torch.ones(CONTEXT - pad, dtype=torch.long)])[None]
         with torch.no_grad():
-            _, action_preds, _ = model(states=padded[0], actions=padded[1], rewards=None, returns_to_go=padded[2],
-                                       timesteps=padded[3], attention_mask=mask, return_dict=False)
+            _, action_preds, _ = model(
+                states=padded[0],
+                actions=padded[1],
+                rewards=None,
+                returns_to_go=padded[2],
+                timesteps=padded[3],
+                attention_mask=mask,
+                return_dict=False,
+            )
         actions[-1] = action_preds[0, -1]
         observation, reward, terminated, truncated, _ = env.step(action_preds[0, -1].numpy())
         states = torch.cat([states, torch.from_numpy(observation).float().reshape(1, state_dim)])
@@ -120,7 +130,9 @@ def seqrl_loop(checkpoint: Path, num_envs: int, steps: int) -> tuple[int, float,
 def main() -> None:
     """Time the baseline and seqrl at each env count and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, help="a HalfCheetah DT checkpoint (default: a random one of the paper's size)")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="a HalfCheetah DT checkpoint (default: a random one of the paper's size)"
+    )
     parser.add_argument("--steps", type=int, default=300, help="steps per env")
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -141,14 +153,31 @@ def main() -> None:
         results.sort(key=lambda result: result[0] / result[1])
         rows.append((name, num_envs, *results[len(results) // 2]))
     baseline = rows[0][2] / rows[0][3]
-    table = Table(title=f"Decision Transformer rollouts on {ENV_ID} (K={CONTEXT}, {torch.get_num_threads()} torch threads)")
-    for column in ("loop", "envs", "env steps", "seconds", "env steps/s", "vs transformers", "model share", "model GFLOP/s"):
+    table = Table(
+        title=f"Decision Transformer rollouts on {ENV_ID} (K={CONTEXT}, {torch.get_num_threads()} torch threads)"
+    )
+    for column in (
+        "loop",
+        "envs",
+        "env steps",
+        "seconds",
+        "env steps/s",
+        "vs transformers",
+        "model share",
+        "model GFLOP/s",
+    ):
         table.add_column(column, justify="left" if column == "loop" else "right")
     for name, num_envs, env_steps, seconds, timer in rows:
         flops = model_flops(config, num_envs, CONTEXT, last_only=name == "seqrl") * timer.calls
         table.add_row(
-            name, str(num_envs), f"{env_steps:,}", f"{seconds:.2f}", f"{env_steps / seconds:,.0f}",
-            f"{env_steps / seconds / baseline:.1f}x", f"{timer.seconds / seconds:.0%}", f"{flops / timer.seconds / 1e9:.2f}",
+            name,
+            str(num_envs),
+            f"{env_steps:,}",
+            f"{seconds:.2f}",
+            f"{env_steps / seconds:,.0f}",
+            f"{env_steps / seconds / baseline:.1f}x",
+            f"{timer.seconds / seconds:.0%}",
+            f"{flops / timer.seconds / 1e9:.2f}",
         )
     Console(width=120).print(table)
 

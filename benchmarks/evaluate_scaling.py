@@ -38,27 +38,70 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=4, help="episodes per cell")
     parser.add_argument("--max-steps", type=int, default=40, help="steps per episode")
     args = parser.parse_args()
-    common = ["--env", "Hopper-v5", "--episodes", str(args.episodes), "--max-steps", str(args.max_steps),
-              "--threads", "1", "--quiet"]
+    common = [
+        "--env",
+        "Hopper-v5",
+        "--episodes",
+        str(args.episodes),
+        "--max-steps",
+        str(args.max_steps),
+        "--threads",
+        "1",
+        "--quiet",
+    ]
     total = len(CDF_ACT) * args.episodes
     with tempfile.TemporaryDirectory() as scratch:
         logs = Path(scratch)
-        seconds = {"seqrl rollout, one per cell": sum(
-            timed(["seqrl", "rollout", *common, "--agent", "tt", "--beam-width", "32", "--horizon", "5",
-                   "--cdf-act", cdf_act, "--log", str(logs / "rollout.jsonl")]) for cdf_act in CDF_ACT)}
+        seconds = {
+            "seqrl rollout, one per cell": sum(
+                timed(
+                    [
+                        "seqrl",
+                        "rollout",
+                        *common,
+                        "--agent",
+                        "tt",
+                        "--beam-width",
+                        "32",
+                        "--horizon",
+                        "5",
+                        "--cdf-act",
+                        cdf_act,
+                        "--log",
+                        str(logs / "rollout.jsonl"),
+                    ]
+                )
+                for cdf_act in CDF_ACT
+            )
+        }
         expected = returns(logs / "rollout.jsonl")
-        for label, options in (("evaluate, 1 local worker", ["--workers", "1"]),
-                               ("evaluate, 2 local workers", ["--workers", "2"]),
-                               ("evaluate, Ray local, 1 worker", ["--workers", "1", "--ray", "local"]),
-                               ("evaluate, Ray local, 2 workers", ["--workers", "2", "--ray", "local"])):
+        for label, options in (
+            ("evaluate, 1 local worker", ["--workers", "1"]),
+            ("evaluate, 2 local workers", ["--workers", "2"]),
+            ("evaluate, Ray local, 1 worker", ["--workers", "1", "--ray", "local"]),
+            ("evaluate, Ray local, 2 workers", ["--workers", "2", "--ray", "local"]),
+        ):
             log = logs / f"{label.replace(' ', '_').replace(',', '')}.jsonl"
-            seconds[label] = timed(["seqrl", "evaluate", *common, *GRID, "--set", f"cdf_act={','.join(CDF_ACT)}",
-                                    *options, "--log", str(log)])
+            seconds[label] = timed(
+                [
+                    "seqrl",
+                    "evaluate",
+                    *common,
+                    *GRID,
+                    "--set",
+                    f"cdf_act={','.join(CDF_ACT)}",
+                    *options,
+                    "--log",
+                    str(log),
+                ]
+            )
             if returns(log) != expected:
                 raise SystemExit(f"{label}: returns differ from seqrl rollout's")
     base = seconds["evaluate, 1 local worker"]
-    print(f"\n{total} episodes ({len(CDF_ACT)} cells x {args.episodes}) of at most {args.max_steps} steps; "
-          "returns equal to seqrl rollout's in every run\n")
+    print(
+        f"\n{total} episodes ({len(CDF_ACT)} cells x {args.episodes}) of at most {args.max_steps} steps; "
+        "returns equal to seqrl rollout's in every run\n"
+    )
     print("| run | wall s | episodes/hour | vs 1 local worker |")
     print("| --- | ---: | ---: | ---: |")
     for label, wall in seconds.items():

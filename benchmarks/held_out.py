@@ -18,8 +18,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", type=Path, nargs="+", help="checkpoint directories")
     parser.add_argument("--env", required=True, help="env id, e.g. Hopper-v5")
-    parser.add_argument("--target-returns", type=float, nargs="*", default=[],
-                        help="DT target returns to try (default: the checkpoint's)")
+    parser.add_argument(
+        "--target-returns",
+        type=float,
+        nargs="*",
+        default=[],
+        help="DT target returns to try (default: the checkpoint's)",
+    )
     parser.add_argument("--episodes", type=int, default=50, help="held-out episodes per setting")
     parser.add_argument("--seed", type=int, default=100, help="first held-out seed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
@@ -32,16 +37,36 @@ def main() -> None:
     targets = ",".join(f"{target:g}" for target in args.target_returns)
     grid = ["--set", f"target_return={targets}"] if targets else []
     checkpoints = [option for checkpoint in args.checkpoints for option in ("--checkpoint", str(checkpoint))]
-    seqrl("evaluate", "--env", args.env, *checkpoints, *grid, "--episodes", str(args.episodes),
-          "--seed", str(args.seed), "--num-envs", "10", "--threads", str(args.threads), "--workers", str(args.workers),
-          "--log", str(log), "--resume", "--quiet")
+    seqrl(
+        "evaluate",
+        "--env",
+        args.env,
+        *checkpoints,
+        *grid,
+        "--episodes",
+        str(args.episodes),
+        "--seed",
+        str(args.seed),
+        "--num-envs",
+        "10",
+        "--threads",
+        str(args.threads),
+        "--workers",
+        str(args.workers),
+        "--log",
+        str(log),
+        "--resume",
+        "--quiet",
+    )
     rows = []
     records = [r for r in read_log(log) if args.seed <= r["seed"] < args.seed + args.episodes]
     for checkpoint in args.checkpoints:
         for target in args.target_returns or [None]:
             settings = {} if target is None else {"target_return": target}
-            cell = sorted((r for r in records if r["cell"] == {"checkpoint": str(checkpoint), "settings": settings}),
-                          key=lambda r: r["seed"])
+            cell = sorted(
+                (r for r in records if r["cell"] == {"checkpoint": str(checkpoint), "settings": settings}),
+                key=lambda r: r["seed"],
+            )
             values = [r["normalized_score"] for r in cell]
             shown = "default" if target is None else f"{target:g}"
             rows.append(f"| `{checkpoint.name}` | {shown} | {score_cells(values)} | {len(values)} |")

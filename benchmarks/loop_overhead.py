@@ -11,7 +11,6 @@ import time
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-
 from seqrl.agents.loop import run_episodes
 from seqrl.agents.random import RandomAgent
 from seqrl.envs.make import make_env, make_vector_env
@@ -75,7 +74,9 @@ def main() -> None:
             timings[name].append(steps / seconds)
     rates = {name: statistics.median(values) for name, values in timings.items()}
 
-    table = Table(title=f"{args.env}, RandomAgent, {args.episodes} episodes ({reference[0]} steps), median of {args.repeats}")
+    table = Table(
+        title=f"{args.env}, RandomAgent, {args.episodes} episodes ({reference[0]} steps), median of {args.repeats}"
+    )
     table.add_column("loop")
     table.add_column("steps/s", justify="right")
     table.add_column("vs bare", justify="right")

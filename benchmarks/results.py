@@ -47,8 +47,20 @@ class Run:
 
 
 DT_TRAIN = ["--warmup-steps", "1000", "--eval-every", "500", "--save-every", "500", "--seed", "0"]
-TT_TRAIN = ["--batch-size", "64", "--warmup-epochs", "0.1", "--precision", "bf16", "--eval-every", "250",
-            "--save-every", "250", "--seed", "0"]  # plus --decay-epochs: the cosine ends with the run
+TT_TRAIN = [
+    "--batch-size",
+    "64",
+    "--warmup-epochs",
+    "0.1",
+    "--precision",
+    "bf16",
+    "--eval-every",
+    "250",
+    "--save-every",
+    "250",
+    "--seed",
+    "0",
+]  # plus --decay-epochs: the cosine ends with the run
 # the planner settings evaluated (the original plans with beam 128, horizon 15): on Hopper, beams 8, 16 and 32
 # scored alike (README), so the cheapest is evaluated and bundled; HalfCheetah was only tried at beam 8
 TT_PLAN_HOPPER = {"beam_width": 8, "horizon": 5}
@@ -56,8 +68,12 @@ TT_PLAN_HALFCHEETAH = {"beam_width": 8, "horizon": 5}
 
 RUNS = {
     "dt-hopper-medium": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", 12000, DT_TRAIN),
-    "dt-hopper-medium-cosine": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", 12000, [*DT_TRAIN, "--decay-steps", "12000"]),
-    "dt-hopper-medium-cosine-20k": Run("dt", "zoo/hopper/medium-v0", "Hopper-v5", 20000, [*DT_TRAIN, "--decay-steps", "20000"]),
+    "dt-hopper-medium-cosine": Run(
+        "dt", "zoo/hopper/medium-v0", "Hopper-v5", 12000, [*DT_TRAIN, "--decay-steps", "12000"]
+    ),
+    "dt-hopper-medium-cosine-20k": Run(
+        "dt", "zoo/hopper/medium-v0", "Hopper-v5", 20000, [*DT_TRAIN, "--decay-steps", "20000"]
+    ),
     "dt-hopper-medium-expert": Run("dt", "zoo/hopper/medium-v0,zoo/hopper/expert-v0", "Hopper-v5", 8000, DT_TRAIN),
     "dt-hopper-medium-expert-cosine": Run(
         "dt", "zoo/hopper/medium-v0,zoo/hopper/expert-v0", "Hopper-v5", 10000, [*DT_TRAIN, "--decay-steps", "10000"]
@@ -69,10 +85,21 @@ RUNS = {
     ),
     "dt-halfcheetah-expert": Run("dt", "zoo/halfcheetah/expert-v0", "HalfCheetah-v5", 8000, DT_TRAIN),
     "tt-hopper-medium": Run(
-        "tt", "zoo/hopper/medium-v0", "Hopper-v5", 3545, [*TT_TRAIN, "--decay-epochs", "2.4"], TT_PLAN_HOPPER, bundled=True
+        "tt",
+        "zoo/hopper/medium-v0",
+        "Hopper-v5",
+        3545,
+        [*TT_TRAIN, "--decay-epochs", "2.4"],
+        TT_PLAN_HOPPER,
+        bundled=True,
     ),
     "tt-halfcheetah-medium": Run(
-        "tt", "zoo/halfcheetah/medium-v0", "HalfCheetah-v5", 1500, [*TT_TRAIN, "--decay-epochs", "1.0"], TT_PLAN_HALFCHEETAH
+        "tt",
+        "zoo/halfcheetah/medium-v0",
+        "HalfCheetah-v5",
+        1500,
+        [*TT_TRAIN, "--decay-epochs", "1.0"],
+        TT_PLAN_HALFCHEETAH,
     ),  # not bundled: after one epoch of training it scores near the random policy
 }
 
@@ -95,7 +122,9 @@ def score_cells(scores: list[float]) -> str:
     from seqrl.agents.stats import worst_window_mean
 
     worst = worst_window_mean(scores)
-    return f"{statistics.mean(scores):.1f} ± {statistics.pstdev(scores):.1f} | {'-' if worst is None else f'{worst:.1f}'}"
+    return (
+        f"{statistics.mean(scores):.1f} ± {statistics.pstdev(scores):.1f} | {'-' if worst is None else f'{worst:.1f}'}"
+    )
 
 
 def read_meta(checkpoint: Path) -> dict:
@@ -109,14 +138,43 @@ def train(run: Run, checkpoint: Path, threads: int) -> None:
     if read_meta(checkpoint).get("steps", 0) >= run.steps:
         return
     resume = ["--resume"] if (checkpoint / "training_state.pt").exists() else []
-    seqrl("train", run.method, "--dataset", run.dataset, "--out", str(checkpoint), "--steps", str(run.steps),
-          "--threads", str(threads), "--quiet", *run.train, *resume)
+    seqrl(
+        "train",
+        run.method,
+        "--dataset",
+        run.dataset,
+        "--out",
+        str(checkpoint),
+        "--steps",
+        str(run.steps),
+        "--threads",
+        str(threads),
+        "--quiet",
+        *run.train,
+        *resume,
+    )
 
 
 def evaluate(run: Run, checkpoint: Path, log: Path, episodes: int, threads: int) -> list[dict]:
     """Evaluate on seeds 0..episodes-1 (resuming the log) and return its episode records."""
-    seqrl("evaluate", "--checkpoint", str(checkpoint), "--env", run.env_id, "--episodes", str(episodes), "--seed", "0",
-          "--threads", str(threads), "--log", str(log), "--resume", "--quiet", *run.evaluate_options())
+    seqrl(
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--env",
+        run.env_id,
+        "--episodes",
+        str(episodes),
+        "--seed",
+        "0",
+        "--threads",
+        str(threads),
+        "--log",
+        str(log),
+        "--resume",
+        "--quiet",
+        *run.evaluate_options(),
+    )
     return sorted((r for r in read_log(log) if r["episode"] < episodes), key=lambda r: r["episode"])
 
 
@@ -137,8 +195,10 @@ def table_row(name: str, run: Run, checkpoint: Path, records: list[dict]) -> str
     device = meta.get("device") or meta["training"]["device"]  # runs before seqrl.json kept the device: the option
     losses = f"{meta['final_loss']:.4f} / {meta['held_out_loss']:.4f}"
     planner = ", ".join(f"{setting} {value}" for setting, value in run.planner.items()) or "-"
-    return (f"| {run.method.upper()} | `{run.dataset}` | {score_cells(scores)} | {behaviour_score(run.dataset):.1f} "
-            f"| {len(records)} | {meta.get('steps')} steps, {hours:.2f} h | {device} | {losses} | {planner} | `{name}` |")
+    return (
+        f"| {run.method.upper()} | `{run.dataset}` | {score_cells(scores)} | {behaviour_score(run.dataset):.1f} "
+        f"| {len(records)} | {meta.get('steps')} steps, {hours:.2f} h | {device} | {losses} | {planner} | `{name}` |"
+    )
 
 
 def bundle(run: Run, checkpoint: Path) -> None:
@@ -163,9 +223,13 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=REPO / "runs", help="where checkpoints and logs go")
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per run (seeds 0..N-1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")
-    parser.add_argument("--datasets", type=Path, default=REPO.parent / "shared" / "datasets", help="Minari datasets root")
+    parser.add_argument(
+        "--datasets", type=Path, default=REPO.parent / "shared" / "datasets", help="Minari datasets root"
+    )
     parser.add_argument("--no-train", action="store_true", help="evaluate existing checkpoints only")
-    parser.add_argument("--bundle", action="store_true", help="copy the bundled runs' checkpoints into agents/checkpoints/")
+    parser.add_argument(
+        "--bundle", action="store_true", help="copy the bundled runs' checkpoints into agents/checkpoints/"
+    )
     args = parser.parse_args()
     os.environ["MINARI_DATASETS_PATH"] = str(args.datasets)
 
@@ -182,8 +246,10 @@ def main() -> None:
         if args.bundle and run.bundled:
             bundle(run, checkpoint)
 
-    print("\n| method | dataset | normalized score (mean ± std) | worst 5-seed mean | behaviour policy | episodes "
-          "| training | device | final loss (train / held-out) | planner | run |")
+    print(
+        "\n| method | dataset | normalized score (mean ± std) | worst 5-seed mean | behaviour policy | episodes "
+        "| training | device | final loss (train / held-out) | planner | run |"
+    )
     print("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
     print(f"\nevaluation: seeds 0..{args.episodes - 1}, full episodes (1000-step limit)")

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-
 from seqrl import TrajectoryTransformerConfig, TrajectoryTransformerModel
 from seqrl.planners.trajectory.beam import beam_plan
 from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, GraphDecoder
@@ -49,7 +48,10 @@ def hopper_model() -> TrajectoryTransformerModel:
     """The hopper-sized model, randomly initialised with a fixed seed."""
     torch.manual_seed(0)
     config = TrajectoryTransformerConfig(
-        vocab_size=N_BINS, observation_dim=OBSERVATION_DIM, action_dim=ACTION_DIM, transition_dim=TRANSITION_DIM,
+        vocab_size=N_BINS,
+        observation_dim=OBSERVATION_DIM,
+        action_dim=ACTION_DIM,
+        transition_dim=TRANSITION_DIM,
         block_size=10 * TRANSITION_DIM - 1,
     )
     return TrajectoryTransformerModel(config).eval()
@@ -237,7 +239,9 @@ def main() -> None:
     """Time both paths at both settings, then many envs together against one by one; check plans agree."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps-a", type=int, default=5, help="planned env steps at setting (a)")
-    parser.add_argument("--steps-b", type=int, default=2, help="planned env steps at setting (b); ~1-2 min each uncached")
+    parser.add_argument(
+        "--steps-b", type=int, default=2, help="planned env steps at setting (b); ~1-2 min each uncached"
+    )
     parser.add_argument("--envs", type=int, default=16, help="envs planned together in the many-env rows (0: none)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared machine)")
     parser.add_argument("--settings", default="ab", help="which settings to run: a, b or ab")

@@ -1,4 +1,4 @@
-"""Training tokens/s on CPU: seqrl's TrajectoryTransformerModel vs transformers 4.30's, same steps (target: >= 1.3x at fp32).
+"""Training tokens/s on CPU: seqrl's TrajectoryTransformerModel vs transformers 4.30's (target: >= 1.3x at fp32).
 
 Hopper-sized model (observation 11, action 3, transition 16, block 159, 100 bins; 4 layers, 4 heads,
 width 128), batch 64, dropout 0.1 on embeddings, residuals and attention weights. Every model starts
@@ -23,20 +23,19 @@ Run: python benchmarks/tt_train.py --nproc-dataset zoo/hopper/medium-v0 --rounds
 
 import argparse
 import contextlib
-import os
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
-
 from seqrl import TrajectoryTransformerConfig, TrajectoryTransformerModel
 from seqrl.planners.training import adamw
 
@@ -48,7 +47,9 @@ def hf_model(config: TrajectoryTransformerConfig, state: dict[str, torch.Tensor]
     """transformers' TrajectoryTransformerModel with the same config and weights."""
     import transformers
 
-    hf_config = transformers.TrajectoryTransformerConfig(**{k: v for k, v in config.to_dict().items() if k != "architectures"})
+    hf_config = transformers.TrajectoryTransformerConfig(
+        **{k: v for k, v in config.to_dict().items() if k != "architectures"}
+    )
     model = transformers.TrajectoryTransformerModel(hf_config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all(key.endswith("attn.mask") for key in missing), (missing, unexpected)
@@ -109,15 +110,22 @@ def main() -> None:
     tokens = torch.randint(0, N_BINS + 1, (args.batch_size, config.block_size + 1))
     batch = (tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(), torch.ones(args.batch_size, config.block_size))
 
-    rows = [(SEQRL, "fp32"), (TRANSFORMERS, "fp32")] + ([] if args.fp32_only else [(SEQRL, "bf16"), (TRANSFORMERS, "bf16")])
+    rows = [(SEQRL, "fp32"), (TRANSFORMERS, "fp32")] + (
+        [] if args.fp32_only else [(SEQRL, "bf16"), (TRANSFORMERS, "bf16")]
+    )
     models = {}
     for name, precision in rows:  # every row's model starts from the same weights
-        models[name, precision] = hf_model(config, state) if name == TRANSFORMERS else TrajectoryTransformerModel(config)
+        models[name, precision] = (
+            hf_model(config, state) if name == TRANSFORMERS else TrajectoryTransformerModel(config)
+        )
         if name == SEQRL:
             models[name, precision].load_state_dict(state)
     with torch.no_grad():
         x, y, mask = batch
-        losses = [models[name, "fp32"].eval()(x, targets=y, attention_mask=mask, return_dict=True).loss for name in (SEQRL, TRANSFORMERS)]
+        losses = [
+            models[name, "fp32"].eval()(x, targets=y, attention_mask=mask, return_dict=True).loss
+            for name in (SEQRL, TRANSFORMERS)
+        ]
     assert torch.allclose(*losses, atol=1e-5), f"models disagree before timing: {losses}"
 
     steps = {key: training_step(model, batch, key[1]) for key, model in models.items()}
@@ -144,11 +152,20 @@ def main() -> None:
 
     tokens_per_step = batch[0].numel()
     table = Table(
-        title=f"TT training step on CPU ({torch.get_num_threads()} threads): batch {args.batch_size} x {config.block_size} "
+        title=f"TT training step on CPU ({torch.get_num_threads()} threads): "
+        f"batch {args.batch_size} x {config.block_size} "
         f"tokens, dropout {args.dropout}; medians of {args.rounds * args.steps} steps each; "
         f"load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs"
     )
-    columns = ("model", "precision", "ms/step", "CPU ms/step", "tokens/s", "vs transformers fp32 (wall / CPU)", "vs transformers same precision (wall / CPU)")
+    columns = (
+        "model",
+        "precision",
+        "ms/step",
+        "CPU ms/step",
+        "tokens/s",
+        "vs transformers fp32 (wall / CPU)",
+        "vs transformers same precision (wall / CPU)",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in ("model", "precision") else "right")
     for name, precision in steps:
@@ -179,17 +196,40 @@ def compare_processes(dataset: str, batch_size: int, steps: int, rounds: int) ->
         for round_index in range(rounds):
             for nproc in (1, 2):
                 out = Path(scratch) / f"run-{round_index}-{nproc}"
-                command = [seqrl, "train", "tt", "--dataset", dataset, "--out", out, "--steps", steps, "--batch-size",
-                           batch_size, "--holdout", 0, "--eval-every", steps, "--nproc", nproc, "--threads", 1,
-                           "--device", "cpu", "--quiet"]
+                command = [
+                    seqrl,
+                    "train",
+                    "tt",
+                    "--dataset",
+                    dataset,
+                    "--out",
+                    out,
+                    "--steps",
+                    steps,
+                    "--batch-size",
+                    batch_size,
+                    "--holdout",
+                    0,
+                    "--eval-every",
+                    steps,
+                    "--nproc",
+                    nproc,
+                    "--threads",
+                    1,
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                ]
                 subprocess.run(list(map(str, command)), check=True)
                 record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
                 rates[nproc].append(record["tokens"] / record["elapsed"])
                 Console().print(f"round {round_index}: --nproc {nproc} {rates[nproc][-1]:,.0f} tok/s", highlight=False)
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
-    Console().print(f"median tokens/s: 1 process {one:,.0f}, 2 processes {two:,.0f}: {two / one:.2f}x "
-                    f"(batch {batch_size}, {steps} steps, {rounds} rounds, load {os.getloadavg()[0]:.1f})",
-                    highlight=False)
+    Console().print(
+        f"median tokens/s: 1 process {one:,.0f}, 2 processes {two:,.0f}: {two / one:.2f}x "
+        f"(batch {batch_size}, {steps} steps, {rounds} rounds, load {os.getloadavg()[0]:.1f})",
+        highlight=False,
+    )
 
 
 if __name__ == "__main__":

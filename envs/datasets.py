@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
-
 from seqrl import SeqrlError
-from seqrl.envs.make import check_box_spaces
 from seqrl.envs.families import normalized_score
+from seqrl.envs.make import check_box_spaces
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 MAX_METADATA_BYTES = 16 << 20  # a Minari metadata.json is a few KB
@@ -153,7 +152,10 @@ def _load_source(source: str) -> tuple[list[Episode], str | None]:
             return _read_d4rl_hdf5(path), None
         if path.suffix in (".pkl", ".pickle"):
             return _read_dt_pickle(path), None
-        raise SeqrlError(f"{path}: unknown file type {path.suffix!r}; expected a D4RL .hdf5/.h5 file or a Decision Transformer .pkl file")
+        raise SeqrlError(
+            f"{path}: unknown file type {path.suffix!r}; "
+            "expected a D4RL .hdf5/.h5 file or a Decision Transformer .pkl file"
+        )
     if path.is_dir():
         return _read_minari(path if path.name == "data" else path / "data")
     root = datasets_root()
@@ -173,7 +175,9 @@ def _read_minari(data_path: Path) -> tuple[list[Episode], str | None]:
     import minari
 
     if not (data_path / "metadata.json").is_file():
-        raise SeqrlError(f"{data_path.parent}: not a Minari dataset (no data/metadata.json); pass a Minari dataset directory or id")
+        raise SeqrlError(
+            f"{data_path.parent}: not a Minari dataset (no data/metadata.json); pass a Minari dataset directory or id"
+        )
     metadata = data_path / "metadata.json"
     try:
         fields = json.loads(metadata.read_bytes()) if metadata.stat().st_size <= MAX_METADATA_BYTES else None
@@ -186,11 +190,15 @@ def _read_minari(data_path: Path) -> tuple[list[Episode], str | None]:
         check_box_spaces(dataset.observation_space, dataset.action_space, str(data_path.parent))
         episodes = [
             # Minari stores T + 1 observations (the final one too); row t keeps the one acted on.
-            _episode(f"{data_path} episode {e.id}", e.observations[:-1], e.actions, e.rewards, e.terminations, e.truncations)
+            _episode(
+                f"{data_path} episode {e.id}", e.observations[:-1], e.actions, e.rewards, e.terminations, e.truncations
+            )
             for e in dataset.iterate_episodes()
         ]
     except (OSError, ValueError, KeyError, TypeError, AssertionError) as error:
-        raise SeqrlError(f"{data_path}: unreadable Minari dataset ({_first_line(error)}); re-create or re-download it") from None
+        raise SeqrlError(
+            f"{data_path}: unreadable Minari dataset ({_first_line(error)}); re-create or re-download it"
+        ) from None
     return episodes, dataset.env_spec.id if dataset.env_spec is not None else None
 
 
@@ -201,8 +209,10 @@ def _read_d4rl_hdf5(path: Path) -> list[Episode]:
         with h5py.File(path, "r") as file:
             missing = [key for key in D4RL_KEYS if key not in file]
             if missing:
-                raise SeqrlError(f"{path}: missing D4RL key(s) {', '.join(missing)}; a D4RL file needs {', '.join(D4RL_KEYS)} "
-                                 "(for a Minari dataset pass its directory or id)")
+                raise SeqrlError(
+                    f"{path}: missing D4RL key(s) {', '.join(missing)}; a D4RL file needs {', '.join(D4RL_KEYS)} "
+                    "(for a Minari dataset pass its directory or id)"
+                )
             groups = [key for key in D4RL_KEYS if not isinstance(file[key], h5py.Dataset)]
             if groups:
                 raise SeqrlError(
@@ -210,7 +220,9 @@ def _read_d4rl_hdf5(path: Path) -> list[Episode]:
                 )
             arrays = [file[key][()] for key in D4RL_KEYS]
     except OSError as error:
-        raise SeqrlError(f"{path}: not a readable HDF5 file ({_first_line(error)}); re-download or re-create it") from None
+        raise SeqrlError(
+            f"{path}: not a readable HDF5 file ({_first_line(error)}); re-download or re-create it"
+        ) from None
     return _split_episodes(_episode(str(path), *arrays))
 
 
@@ -228,8 +240,10 @@ def _read_dt_pickle(path: Path) -> list[Episode]:
         end_key = "terminals" if "terminals" in trajectory else "dones"
         missing = [key for key in ("observations", "actions", "rewards", end_key) if key not in trajectory]
         if missing:
-            raise SeqrlError(f"{where}: missing key(s) {', '.join(missing)}; "
-                             "each episode needs observations, actions, rewards and terminals (or dones)")
+            raise SeqrlError(
+                f"{where}: missing key(s) {', '.join(missing)}; "
+                "each episode needs observations, actions, rewards and terminals (or dones)"
+            )
         terminations = np.asarray(trajectory[end_key], dtype=bool).reshape(-1)
         truncations = np.zeros_like(terminations)
         truncations[-1:] = ~terminations[-1:]  # an episode that did not terminate was cut off by the time limit
@@ -245,22 +259,37 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _episode(where: str, observations: ArrayLike, actions: ArrayLike, rewards: ArrayLike,
-             terminations: ArrayLike, truncations: ArrayLike) -> Episode:
+def _episode(
+    where: str,
+    observations: ArrayLike,
+    actions: ArrayLike,
+    rewards: ArrayLike,
+    terminations: ArrayLike,
+    truncations: ArrayLike,
+) -> Episode:
     """Check one episode's arrays (or a flat run of steps) and convert them to seqrl's dtypes."""
-    arrays = {"observations": observations, "actions": actions, "rewards": rewards,
-              "terminations": terminations, "truncations": truncations}
+    arrays = {
+        "observations": observations,
+        "actions": actions,
+        "rewards": rewards,
+        "terminations": terminations,
+        "truncations": truncations,
+    }
     for name, array in arrays.items():
         dtype = bool if name in ("terminations", "truncations") else np.float32
         try:
             arrays[name] = np.asarray(array).astype(dtype)
         except (TypeError, ValueError):
-            raise SeqrlError(f"{where}: {name} is not a numeric array; seqrl needs flat Box observations and actions") from None
+            raise SeqrlError(
+                f"{where}: {name} is not a numeric array; seqrl needs flat Box observations and actions"
+            ) from None
         ndim = 2 if name in ("observations", "actions") else 1
         if arrays[name].ndim != ndim:
             shape = "(steps, dim)" if ndim == 2 else "(steps,)"
-            raise SeqrlError(f"{where}: {name} has shape {arrays[name].shape}, expected {shape}; "
-                             "seqrl needs flat Box observations and actions")
+            raise SeqrlError(
+                f"{where}: {name} has shape {arrays[name].shape}, expected {shape}; "
+                "seqrl needs flat Box observations and actions"
+            )
     lengths = {name: len(array) for name, array in arrays.items()}
     if len(set(lengths.values())) > 1:
         listing = ", ".join(f"{name} {length}" for name, length in lengths.items())
@@ -282,7 +311,13 @@ def _split_episodes(steps: Episode) -> list[Episode]:
         ends.append(len(steps))
     bounds = zip([0, *ends[:-1]], ends)
     return [
-        Episode(steps.observations[a:b], steps.actions[a:b], steps.rewards[a:b], steps.terminations[a:b], steps.truncations[a:b])
+        Episode(
+            steps.observations[a:b],
+            steps.actions[a:b],
+            steps.rewards[a:b],
+            steps.terminations[a:b],
+            steps.truncations[a:b],
+        )
         for a, b in bounds
     ]
 
@@ -290,7 +325,9 @@ def _split_episodes(steps: Episode) -> list[Episode]:
 def _dims(source: str, episodes: list[Episode]) -> tuple[int, int]:
     dims = {(e.observations.shape[1], e.actions.shape[1]) for e in episodes}
     if len(dims) > 1:
-        raise SeqrlError(f"{source}: episodes differ in observation/action sizes {sorted(dims)}; each source needs one env")
+        raise SeqrlError(
+            f"{source}: episodes differ in observation/action sizes {sorted(dims)}; each source needs one env"
+        )
     return dims.pop()
 
 

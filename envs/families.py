@@ -42,4 +42,3 @@ def dt_target_return(env_id: str | None) -> float | None:
     """The target return the DT paper used for this env family (e.g. 'Hopper-v5' -> 3600), if any."""
     family = family_of(env_id)
     return family.dt_target_return if family else None
-

@@ -4,7 +4,6 @@ import difflib
 import logging
 
 import gymnasium as gym
-
 from seqrl import SeqrlError
 
 log = logging.getLogger(__name__)
@@ -17,7 +16,11 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """A gymnasium env with Box observation and action spaces, or a one-line error."""
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "MuJoCo tasks include Hopper-v5, HalfCheetah-v5, Walker2d-v5, Ant-v5"
+        hint = (
+            f"did you mean {', '.join(close)}?"
+            if close
+            else "MuJoCo tasks include Hopper-v5, HalfCheetah-v5, Walker2d-v5, Ant-v5"
+        )
         raise SeqrlError(f"unknown env {env_id!r}: {hint}")
     route_mujoco_warnings()
     try:
@@ -58,7 +61,7 @@ def route_mujoco_warnings() -> None:
 
 
 def _log_mujoco_warning(message: str) -> None:
-    # Called from MuJoCo's C code: it must not raise, so log rather than warnings.warn (which -W error turns into a raise).
+    # Called from MuJoCo's C code: it must not raise, so log rather than warnings.warn (-W error raises).
     if KNOWN_HARMLESS_WARNING not in message:
         log.warning("MuJoCo warning: %s", message)
 

@@ -14,12 +14,11 @@ from typing import Any, ClassVar, Self
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch import nn
-
 from seqrl import SeqrlError
 from seqrl.agents.options import InvalidOption, Spec, convert
 from seqrl.planners.files import MAX_WEIGHTS_BYTES, checked_size, file_digest, file_sha256
 from seqrl.planners.metadata import CONFIG_FILE, META_FILE, WEIGHTS_FILE, read_json, write_json
+from torch import nn
 
 LEGACY_WEIGHTS_FILE = "pytorch_model.bin"
 __all__ = ["WEIGHTS_FILE", "file_digest"]  # re-exported: the agents log the digest, trainers name the file
@@ -57,7 +56,9 @@ def weights_file(directory: Path) -> Path:
     for name in (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE):
         if os.path.lexists(Path(directory) / name):
             return Path(directory) / name
-    raise SeqrlError(f"{directory} has no {WEIGHTS_FILE} or {LEGACY_WEIGHTS_FILE}; pass a complete checkpoint directory")
+    raise SeqrlError(
+        f"{directory} has no {WEIGHTS_FILE} or {LEGACY_WEIGHTS_FILE}; pass a complete checkpoint directory"
+    )
 
 
 def weight_shapes(directory: Path) -> dict[str, tuple[int, ...]] | None:
@@ -267,7 +268,8 @@ class PretrainedModel(nn.Module):
         unexpected = sorted(set(shapes) - set(expected))
         if missing or unexpected:
             raise SeqrlError(
-                f"weights in {directory} do not fit {cls.__name__}: missing {missing[:4]}, unexpected {unexpected[:4]}; "
+                f"weights in {directory} do not fit {cls.__name__}: "
+                f"missing {missing[:4]}, unexpected {unexpected[:4]}; "
                 "is this the right kind of checkpoint?"
             )
         for key, shape in shapes.items():

@@ -1,7 +1,6 @@
 """Where models run: the torch device a `--device` value names, and the CPU threads torch uses."""
 
 import torch
-
 from seqrl import SeqrlError
 
 

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import torch
-
 from seqrl.planners.checkpoint import file_digest, recover_interrupted_save, resolve_checkpoint, weights_file
 from seqrl.planners.metadata import CONFIG_FILE, read_json
 from seqrl.planners.registry import method_of

@@ -37,8 +37,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 class CheckpointMeta(Options):
     """What every seqrl checkpoint records: its origin, training options and results. Methods add their fields."""
 
-    kind: str | None = option(None, "seqrl method that wrote the checkpoint (None: a plain Hugging Face one)",
-                              choices=("tt", "dt"))
+    kind: str | None = option(
+        None, "seqrl method that wrote the checkpoint (None: a plain Hugging Face one)", choices=("tt", "dt")
+    )
     seqrl_version: str = option(__version__, "seqrl version that wrote it")
     env_id: str | None = option(None, "env the training data came from")
     datasets: list[str] = option([], "datasets trained on")

@@ -13,7 +13,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from rich.console import Console
-
 from seqrl import SeqrlError
 
 ArgsT = TypeVar("ArgsT")
@@ -35,7 +34,9 @@ def ranks() -> Ranks:
         return Ranks()
     world = int(os.environ["WORLD_SIZE"])
     return Ranks(
-        int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", 0)),
+        int(os.environ["RANK"]),
+        world,
+        int(os.environ.get("LOCAL_RANK", 0)),
         int(os.environ.get("LOCAL_WORLD_SIZE", world)),
     )
 
@@ -90,8 +91,12 @@ def launch(train: Callable[[ArgsT], Any], args: ArgsT, nproc: int) -> None:
 def _worker(local_rank: int, train: Callable[[ArgsT], Any], args: ArgsT, nproc: int, port: int) -> None:
     """One spawned training process: its ranks in the environment, a user error as one line and status 1."""
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank), LOCAL_RANK=str(local_rank),
-        WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(local_rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(nproc),
+        LOCAL_WORLD_SIZE=str(nproc),
     )
     try:
         train(args)

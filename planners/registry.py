@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-
 from seqrl import SeqrlError
 from seqrl.agents.base import Agent
 from seqrl.agents.bundled import bundled_checkpoint, bundled_methods
@@ -58,12 +57,26 @@ class Method:
 METHODS = {
     method.model_type: method
     for method in (
-        Method("trajectory_transformer", "tt", "Trajectory Transformer", PlannerSettings, TrajectoryMeta,
-               "seqrl.planners.trajectory.planner", "seqrl.planners.trajectory.model:TrajectoryTransformerModel",
-               ("observation_dim", "action_dim")),
-        Method("decision_transformer", "dt", "Decision Transformer", PolicySettings, DecisionMeta,
-               "seqrl.planners.decision.policy", "seqrl.planners.decision.model:DecisionTransformerModel",
-               ("state_dim", "act_dim")),
+        Method(
+            "trajectory_transformer",
+            "tt",
+            "Trajectory Transformer",
+            PlannerSettings,
+            TrajectoryMeta,
+            "seqrl.planners.trajectory.planner",
+            "seqrl.planners.trajectory.model:TrajectoryTransformerModel",
+            ("observation_dim", "action_dim"),
+        ),
+        Method(
+            "decision_transformer",
+            "dt",
+            "Decision Transformer",
+            PolicySettings,
+            DecisionMeta,
+            "seqrl.planners.decision.policy",
+            "seqrl.planners.decision.model:DecisionTransformerModel",
+            ("state_dim", "act_dim"),
+        ),
     )
 }
 
@@ -73,7 +86,9 @@ def method_of(directory: Path) -> Method:
     model_type = read_json(Path(directory) / CONFIG_FILE).get("model_type")
     if model_type not in METHODS:
         known = " and ".join(repr(name) for name in METHODS)
-        raise SeqrlError(f"{Path(directory) / CONFIG_FILE} has model_type {model_type!r}; seqrl runs {known} checkpoints")
+        raise SeqrlError(
+            f"{Path(directory) / CONFIG_FILE} has model_type {model_type!r}; seqrl runs {known} checkpoints"
+        )
     return METHODS[model_type]
 
 
@@ -124,7 +139,8 @@ def choose_agent(env: gym.Env, options: RolloutOptions) -> tuple[Agent, str, str
         if bundled is None and options.agent is not None:
             shipped = ", ".join(bundled_methods(env_id)) or "none"
             raise SeqrlError(
-                f"no bundled {options.agent} agent for {env_id} (bundled: {shipped}); train one and pass --checkpoint DIR"
+                f"no bundled {options.agent} agent for {env_id} (bundled: {shipped}); "
+                "train one and pass --checkpoint DIR"
             )
     set_threads(options.threads)
     if options.checkpoint is not None or bundled is not None:

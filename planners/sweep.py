@@ -46,7 +46,10 @@ class SweepSpec(Options):
     max_steps: int | None = option(None, "Cap on steps per episode (default: the env's own limit).", low=1)
     num_envs: int = option(1, "Envs each worker steps together (one batched agent call per step).", low=1, high=1024)
     workers: int | None = option(
-        None, "Worker processes (default 1; with --ray auto or ADDRESS: the cluster's CPUs / --threads).", low=1, high=4096
+        None,
+        "Worker processes (default 1; with --ray auto or ADDRESS: the cluster's CPUs / --threads).",
+        low=1,
+        high=4096,
     )
     ray: str | None = option(
         None, "Run on Ray (needs seqrl[ray]): local (a local cluster of --workers CPUs), auto or a cluster ADDRESS."
@@ -161,8 +164,10 @@ def grid_cells(spec: SweepSpec) -> list[Cell]:
         for name, directory in resolved.items():
             for settings in combinations:
                 if directory is None and settings:
-                    raise SeqrlError(f"--set {', '.join(settings)}: the random agent takes no settings; "
-                                     "drop --set or the random agent")
+                    raise SeqrlError(
+                        f"--set {', '.join(settings)}: the random agent takes no settings; "
+                        "drop --set or the random agent"
+                    )
                 try:
                     if directory is None:
                         loaded = RandomAgent(env.action_space)
@@ -187,8 +192,14 @@ def logged_episodes(spec: SweepSpec, cells: list[Cell], records: list[dict[str, 
     done: dict[int, dict[int, dict]] = {cell.index: {} for cell in cells}
     keys = {}
     for cell in cells:
-        probe = {"env_id": spec.env, "agent": cell.name, "seed": spec.seed, "episode": 0, "config": cell.config,
-                 "cell": cell.describe()}
+        probe = {
+            "env_id": spec.env,
+            "agent": cell.name,
+            "seed": spec.seed,
+            "episode": 0,
+            "config": cell.config,
+            "cell": cell.describe(),
+        }
         keys[run_key(probe)] = cell
     for record in records:
         if not isinstance(record.get("episode"), int) or not 0 <= record["episode"] < spec.episodes:
@@ -231,12 +242,16 @@ def run_sweep(spec: SweepSpec) -> int:
     already = sum(len(episodes) for episodes in done.values())
     if already and not spec.resume:
         episode_log.close()
-        raise SeqrlError(f"{spec.log} already holds {already} episodes of this sweep; add --resume to finish it, "
-                         "or log to a new file")
+        raise SeqrlError(
+            f"{spec.log} already holds {already} episodes of this sweep; add --resume to finish it, "
+            "or log to a new file"
+        )
     if episode_log is not None and episode_log.records and spec.resume and not already:
         episode_log.close()
-        raise SeqrlError(f"cannot resume: {spec.log} holds no episode of this sweep (other env, checkpoints, settings "
-                         "or seed); rerun with the same options, or log to a new file")
+        raise SeqrlError(
+            f"cannot resume: {spec.log} holds no episode of this sweep (other env, checkpoints, settings "
+            "or seed); rerun with the same options, or log to a new file"
+        )
     total = len(cells) * spec.episodes
     if already:
         console.print(f"resuming: {already} of {total} episodes are already in {spec.log}")
@@ -270,8 +285,16 @@ def run_sweep(spec: SweepSpec) -> int:
     return status
 
 
-def _drive(pool: LocalPool | RayPool, jobs: deque[Job], cells: list[Cell], done: dict[int, dict[int, dict]],
-           spec: SweepSpec, episode_log: EpisodeLog | None, stop: _Stop, total: int) -> None:
+def _drive(
+    pool: LocalPool | RayPool,
+    jobs: deque[Job],
+    cells: list[Cell],
+    done: dict[int, dict[int, dict]],
+    spec: SweepSpec,
+    episode_log: EpisodeLog | None,
+    stop: _Stop,
+    total: int,
+) -> None:
     """Hand out jobs and log results until every episode is logged, a worker fails, or a signal arrives."""
     running: dict[int, tuple[Job, set[int]]] = {}  # worker -> its job and the episodes not yet logged
     deaths, most_deaths = 0, max(3, 2 * pool.size)  # a worker that dies again and again is not bad luck
@@ -288,19 +311,28 @@ def _drive(pool: LocalPool | RayPool, jobs: deque[Job], cells: list[Cell], done:
                 new_steps += _handle(event, jobs, running, cells, done, spec, episode_log)
                 if event.kind == "died":
                     progress.progress.console.print(
-                        f"a worker died; its unfinished episodes run again ({len(jobs)} jobs queued)")
+                        f"a worker died; its unfinished episodes run again ({len(jobs)} jobs queued)"
+                    )
                     deaths += 1
                     if deaths > most_deaths:
-                        raise SeqrlError(f"workers died {deaths} times; check memory and the workers' logs, "
-                                         "then --resume")
+                        raise SeqrlError(
+                            f"workers died {deaths} times; check memory and the workers' logs, then --resume"
+                        )
                     if jobs or running:
                         pool.start()
             cells_done = sum(len(episodes) == spec.episodes for episodes in done.values())
             progress.update(cells_done, sum(map(len, done.values())), new_steps, pool.alive())
 
 
-def _handle(event: Event, jobs: deque[Job], running: dict[int, tuple[Job, set[int]]], cells: list[Cell],
-            done: dict[int, dict[int, dict]], spec: SweepSpec, episode_log: EpisodeLog | None) -> int:
+def _handle(
+    event: Event,
+    jobs: deque[Job],
+    running: dict[int, tuple[Job, set[int]]],
+    cells: list[Cell],
+    done: dict[int, dict[int, dict]],
+    spec: SweepSpec,
+    episode_log: EpisodeLog | None,
+) -> int:
     """Act on one pool event; returns the env steps of the episode it logged (0 for other events)."""
     if event.kind == "error":
         raise SeqrlError(f"a worker failed: {event.message}")

@@ -17,16 +17,25 @@ class RunArgs(Options):
     holdout: float = option(0.05, "Fraction of episodes held out for the held-out loss (0 for none).", low=0, below=1)
     seed: int = option(42, "Seed of initialization, data order, dropout and the held-out split.", low=0, high=MAX_SEED)
     device: str = option("auto", "auto (CUDA when available), cpu, cuda or cuda:N.", resumable=True)
-    eval_every: int = option(500, "Steps between metrics.jsonl records (train and held-out loss).", low=1, resumable=True)
+    eval_every: int = option(
+        500, "Steps between metrics.jsonl records (train and held-out loss).", low=1, resumable=True
+    )
     save_every: int = option(1000, "Steps between checkpoints (always one at the end).", low=1, resumable=True)
-    threads: int | None = option(None, "CPU threads for torch (default: torch's choice).", low=1, high=1024, resumable=True)
-    resume: bool = option(False, "Continue the run saved in --out (repeat its options; --steps may grow).", resumable=True)
+    threads: int | None = option(
+        None, "CPU threads for torch (default: torch's choice).", low=1, high=1024, resumable=True
+    )
+    resume: bool = option(
+        False, "Continue the run saved in --out (repeat its options; --steps may grow).", resumable=True
+    )
     datasets_root: Path | None = option(
         None, "Minari datasets root for dataset ids (sets MINARI_DATASETS_PATH).", resumable=True
     )
     quiet: bool = option(False, "No progress output.", resumable=True)
     nproc: int = option(
-        1, "Data-parallel processes (gloo on CPU, NCCL on GPU); --batch-size is split over them.", low=1, high=1024,
+        1,
+        "Data-parallel processes (gloo on CPU, NCCL on GPU); --batch-size is split over them.",
+        low=1,
+        high=1024,
         resumable=True,
     )
     keep_checkpoints: bool = option(False, "Also keep every save as OUT/checkpoints/step-N/.", resumable=True)

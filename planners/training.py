@@ -16,18 +16,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
-from safetensors import SafetensorError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch import nn
-
+from safetensors import SafetensorError
 from seqrl import SeqrlError
-from seqrl.envs.datasets import OfflineDataset, load_dataset
 from seqrl.agents.options import spec_of
+from seqrl.envs.datasets import OfflineDataset, load_dataset
 from seqrl.planners.checkpoint import PretrainedModel, atomic_directory
 from seqrl.planners.device import resolve_device, set_threads
 from seqrl.planners.metadata import META_FILE, CheckpointMeta, read_json
 from seqrl.planners.parallel import Ranks, barrier, join_group, ranks
 from seqrl.planners.train_options import RunArgs
+from torch import nn
 
 TRAINING_STATE_FILE = "training_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -62,7 +61,7 @@ def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, 
 def warmup_cosine(
     optimizer: torch.optim.Optimizer, warmup_steps: int, decay_steps: int, min_ratio: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Learning rate ramped linearly over `warmup_steps`, then cosine down to `min_ratio` at `decay_steps`, then flat."""
+    """Learning rate ramped linearly over `warmup_steps`, then cosine to `min_ratio` at `decay_steps`, then flat."""
 
     def multiplier(step: int) -> float:
         updates = step + 1  # the update about to happen counts, so the first one is not at lr 0
@@ -137,8 +136,10 @@ def warn(message: str) -> None:
 def warn_short_run(warmup_steps: int, steps: int, flag: str) -> None:
     """Warn when the warmup outlasts the run, so the learning rate never reaches its peak."""
     if warmup_steps > steps:
-        warn(f"the warmup ({warmup_steps:,} steps) is longer than the run ({steps:,} steps), so the lr never reaches "
-             f"--lr; lower {flag}")
+        warn(
+            f"the warmup ({warmup_steps:,} steps) is longer than the run ({steps:,} steps), so the lr never reaches "
+            f"--lr; lower {flag}"
+        )
 
 
 def fresh_output_directory(out: Path) -> None:
@@ -153,7 +154,7 @@ def fresh_output_directory(out: Path) -> None:
 
 
 def check_resumable(out: Path, args: RunArgs, kind: str, meta_class: type[CheckpointMeta]) -> None:
-    """Refuse to resume a run of another kind, or one whose options (but the resumable ones) differ from the saved ones."""
+    """Refuse to resume a run of another kind, or one whose options (but the resumable ones) differ from the saved."""
     meta = meta_class.from_dict(read_json(out / META_FILE), str(out / META_FILE))
     if meta.kind != kind or not meta.training:
         raise SeqrlError(f"{out} is not a run of `seqrl train {kind}` (kind {meta.kind!r}); pass that run's --out")
@@ -166,6 +167,8 @@ def check_resumable(out: Path, args: RunArgs, kind: str, meta_class: type[Checkp
             changed.append(f"--{name.replace('_', '-')} {given[name]} (was {saved})")
     if changed:
         raise SeqrlError(f"cannot resume {out} with changed options: {', '.join(changed)}; repeat the original options")
+
+
 @dataclass
 class Trainer:
     """Steps of loss, backward, clipped AdamW and lr schedule, with held-out loss in metrics.jsonl and atomic saves."""
@@ -235,8 +238,10 @@ class Trainer:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 if number < len(lines) or not line.startswith('{"step": '):  # only a record cut short is torn
-                    raise SeqrlError(f"{metrics} line {number} is not a metrics record; restore the file or "
-                                     "start a new run with another --out") from None
+                    raise SeqrlError(
+                        f"{metrics} line {number} is not a metrics record; restore the file or "
+                        "start a new run with another --out"
+                    ) from None
                 warn(f"dropped the torn last line of {metrics} (the run was stopped while writing it)")
                 break
             if record["step"] <= self.step:
@@ -246,7 +251,10 @@ class Trainer:
     def run(self, batch_at: Callable[[int], Batch], held_out: Sequence[Batch], steps: int) -> dict[str, Any]:
         """Train until `steps` updates are done; the last metrics record. SIGINT/SIGTERM stop at the last checkpoint."""
         columns = (
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
             TimeRemainingColumn(),
         )
         session_tokens, session_start = 0, time.perf_counter()
@@ -285,7 +293,7 @@ class Trainer:
         return self.summary
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        """Note SIGINT or SIGTERM: the loop stops after the step in progress (a repeat, as `launch` forwards, is moot)."""
+        """Note SIGINT or SIGTERM: the loop stops after the step in progress (a forwarded repeat is moot)."""
         self.stop_signal = self.stop_signal or signum
 
     def stop(self) -> None:
@@ -305,8 +313,10 @@ class Trainer:
         """Warn once early when the rest of the run would take longer than ETA_WARNING_HOURS at this pace."""
         if seconds_left > ETA_WARNING_HOURS * 3600:
             device = next(self.model.parameters()).device
-            warn(f"at this pace the {steps:,} steps take {seconds_left / 3600:,.0f} more hours on {device}; pass "
-                 "fewer --steps (or --epochs), more --nproc or a GPU --device")
+            warn(
+                f"at this pace the {steps:,} steps take {seconds_left / 3600:,.0f} more hours on {device}; pass "
+                "fewer --steps (or --epochs), more --nproc or a GPU --device"
+            )
 
     def shard(self, batch: Batch) -> Batch:
         """This rank's share of a global batch: every world-th sample from its rank on."""

@@ -157,8 +157,9 @@ class LocalPool:
         """Start one more worker process; returns its id."""
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads
         ours, theirs = context.Pipe()
-        process = context.Process(target=_serve, args=(theirs, self.setup), daemon=True,
-                                  name=f"seqrl-worker-{self.started}")
+        process = context.Process(
+            target=_serve, args=(theirs, self.setup), daemon=True, name=f"seqrl-worker-{self.started}"
+        )
         process.start()
         theirs.close()
         self.workers[self.started] = _Process(process, ours)
@@ -203,7 +204,7 @@ class LocalPool:
 
     def close(self) -> None:
         """Stop every worker (those mid-episode are killed; their episodes are not logged)."""
-        for worker, state in list(self.workers.items()):
+        for state in list(self.workers.values()):
             try:
                 state.connection.send(None)
             except OSError:
@@ -233,16 +234,21 @@ class RayPool:
         self.ray = import_ray()
         self.setup = setup
         environment = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
-        options: dict[str, Any] = {"runtime_env": {"env_vars": environment}, "log_to_driver": False,
-                                   "logging_level": logging.WARNING}
+        options: dict[str, Any] = {
+            "runtime_env": {"env_vars": environment},
+            "log_to_driver": False,
+            "logging_level": logging.WARNING,
+        }
         if cluster == "local":
             self.ray.init(num_cpus=(size or 1) * setup.threads, include_dashboard=False, **options)
         else:
             try:
                 self.ray.init(address=cluster, **options)
             except ConnectionError as error:
-                raise SeqrlError(f"--ray {cluster}: no Ray cluster there ({error}); start one with `ray start --head` "
-                                 "or pass its address") from None
+                raise SeqrlError(
+                    f"--ray {cluster}: no Ray cluster there ({error}); start one with `ray start --head` "
+                    "or pass its address"
+                ) from None
         self.size = size or max(1, int(self.ray.cluster_resources().get("CPU", 1)) // setup.threads)
         self.actor_class = self.ray.remote(num_cpus=setup.threads, max_restarts=0)(EpisodeWorker)
         self.actors: dict[int, Any] = {}

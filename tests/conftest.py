@@ -52,7 +52,7 @@ def shared_datasets() -> Path:
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Run a module's tiny models on one thread: they gain nothing from more, and threads stall on a shared 2-core machine."""
+    """Run a module's tiny models on one thread: they gain nothing from more, and threads stall on a shared machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from seqrl.agents.bundled import BUNDLED_ROOT, bundled_checkpoint, bundled_methods
 from seqrl.planners.checkpoint import file_digest
 

@@ -7,11 +7,22 @@ import time
 from pathlib import Path
 
 import pytest
-
 from seqrl import SeqrlError
 from seqrl.agents.episode_log import EpisodeLog
 
-LOG_KEYS = {"env_id", "agent", "episode", "seed", "return", "length", "normalized_score", "terminated", "truncated", "wall_time_s", "config"}
+LOG_KEYS = {
+    "env_id",
+    "agent",
+    "episode",
+    "seed",
+    "return",
+    "length",
+    "normalized_score",
+    "terminated",
+    "truncated",
+    "wall_time_s",
+    "config",
+}
 
 
 def read_log(path: Path) -> list[dict]:
@@ -23,7 +34,9 @@ def returns(records: list[dict]) -> dict[int, float]:
 
 
 def test_rollout_logs_each_episode_and_prints_a_summary(seqrl, tmp_path):
-    done = seqrl("rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", 3, "--seed", 0, "--log", "runs.jsonl")
+    done = seqrl(
+        "rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", 3, "--seed", 0, "--log", "runs.jsonl"
+    )
     assert done.returncode == 0, done.stderr
     records = read_log(tmp_path / "runs.jsonl")
     assert [r["episode"] for r in records] == [0, 1, 2] and [r["seed"] for r in records] == [0, 1, 2]
@@ -46,7 +59,9 @@ def test_without_a_bundled_agent_the_default_is_random_and_says_so(seqrl):
 
 def test_same_seed_gives_the_same_episodes_and_quiet_prints_nothing(seqrl, tmp_path):
     for log in ("a.jsonl", "b.jsonl"):
-        done = seqrl("rollout", "--env", "Hopper-v5", "--episodes", 3, "--seed", 4, "--max-steps", 40, "--log", log, "--quiet")
+        done = seqrl(
+            "rollout", "--env", "Hopper-v5", "--episodes", 3, "--seed", 4, "--max-steps", 40, "--log", log, "--quiet"
+        )
         assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
     first, second = read_log(tmp_path / "a.jsonl"), read_log(tmp_path / "b.jsonl")
     assert returns(first) == returns(second)
@@ -60,11 +75,20 @@ def test_episode_i_alone_with_seed_plus_i(seqrl, tmp_path, num_envs):
     assert seqrl(*common, "--episodes", 1, "--seed", 12, "--log", "alone.jsonl").returncode == 0
     run, (alone,) = read_log(tmp_path / "all.jsonl"), read_log(tmp_path / "alone.jsonl")
     episode_2 = next(r for r in run if r["episode"] == 2)
-    assert (alone["seed"], alone["return"], alone["length"]) == (episode_2["seed"], episode_2["return"], episode_2["length"])
+    assert (alone["seed"], alone["return"], alone["length"]) == (
+        episode_2["seed"],
+        episode_2["return"],
+        episode_2["length"],
+    )
 
 
 def test_max_steps_truncates(seqrl, tmp_path):
-    assert seqrl("rollout", "--env", "Hopper-v5", "--episodes", 4, "--max-steps", 8, "--log", "runs.jsonl", "--quiet").returncode == 0
+    assert (
+        seqrl(
+            "rollout", "--env", "Hopper-v5", "--episodes", 4, "--max-steps", 8, "--log", "runs.jsonl", "--quiet"
+        ).returncode
+        == 0
+    )
     records = read_log(tmp_path / "runs.jsonl")
     assert all(r["length"] <= 8 for r in records) and any(r["length"] == 8 for r in records)
     assert all(r["truncated"] for r in records if r["length"] == 8)
@@ -75,7 +99,9 @@ def test_max_steps_truncates(seqrl, tmp_path):
 def test_interrupt_keeps_finished_episodes_and_exits_cleanly(seqrl_command, tmp_path, signum, status):
     log = tmp_path / "runs.jsonl"
     command = [seqrl_command, "rollout", "--env", "Hopper-v5", "--episodes", 100_000, "--max-steps", 20, "--log", log]
-    process = subprocess.Popen(list(map(str, command)), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        list(map(str, command)), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -86,7 +112,9 @@ def test_interrupt_keeps_finished_episodes_and_exits_cleanly(seqrl_command, tmp_
     records = read_log(log)  # every line complete
     assert 1 <= len(records) < 100_000
     assert sorted(r["episode"] for r in records) == list(range(len(records)))
-    assert f"interrupted by {signal.Signals(signum).name}: {len(records)} of 100000 episodes finished" in " ".join(out.split())
+    assert f"interrupted by {signal.Signals(signum).name}: {len(records)} of 100000 episodes finished" in " ".join(
+        out.split()
+    )
 
 
 def test_resume_skips_logged_episodes_and_tolerates_a_torn_line(seqrl, tmp_path):
@@ -106,7 +134,12 @@ def test_resume_skips_logged_episodes_and_tolerates_a_torn_line(seqrl, tmp_path)
 
 
 def test_resume_with_other_settings_is_an_error(seqrl, tmp_path):
-    assert seqrl("rollout", "--env", "Hopper-v5", "--episodes", 1, "--max-steps", 5, "--log", "runs.jsonl", "--quiet").returncode == 0
+    assert (
+        seqrl(
+            "rollout", "--env", "Hopper-v5", "--episodes", 1, "--max-steps", 5, "--log", "runs.jsonl", "--quiet"
+        ).returncode
+        == 0
+    )
     done = seqrl("rollout", "--env", "Hopper-v5", "--episodes", 2, "--max-steps", 6, "--log", "runs.jsonl", "--resume")
     assert done.returncode == 1 and "max_steps 5 there, 6 here" in done.stderr
     assert len(read_log(tmp_path / "runs.jsonl")) == 1
@@ -124,7 +157,9 @@ def test_log_with_a_corrupt_middle_line_is_an_error(tmp_path):
 @pytest.mark.parametrize("text", ["my notes", "my notes\n", '{"episode": 0, "return": 1.0}\n{"a": 1}'])
 def test_a_file_that_is_not_an_episode_log_is_never_changed(seqrl, tmp_path, text):
     (tmp_path / "notes.txt").write_text(text)
-    done = seqrl("rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", 1, "--max-steps", 5, "--log", "notes.txt")
+    done = seqrl(
+        "rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", 1, "--max-steps", 5, "--log", "notes.txt"
+    )
     assert done.returncode == 1 and "is this a seqrl episode log?" in done.stderr
     assert (tmp_path / "notes.txt").read_text() == text
 

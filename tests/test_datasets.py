@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.storage.datasets_root_dir import get_dataset_path
-
 from seqrl import SeqrlError
 from seqrl.envs.datasets import datasets_root, load_dataset, local_dataset_ids
-from seqrl.envs.make import make_env
 from seqrl.envs.families import normalized_score
+from seqrl.envs.make import make_env
 
 MINARI_ID = "test/hopper/tiny-v0"
 
@@ -36,13 +35,15 @@ def hopper_rollouts(seeds: list[int], max_steps: list[int]) -> list[dict]:
             observations.append(observation)
             rewards.append(reward)
         ends = np.zeros(len(actions), dtype=bool)
-        episodes.append({
-            "observations": np.array(observations),
-            "actions": np.array(actions),
-            "rewards": np.array(rewards),
-            "terminations": np.r_[ends[:-1], terminated],
-            "truncations": np.r_[ends[:-1], not terminated],
-        })
+        episodes.append(
+            {
+                "observations": np.array(observations),
+                "actions": np.array(actions),
+                "rewards": np.array(rewards),
+                "terminations": np.r_[ends[:-1], terminated],
+                "truncations": np.r_[ends[:-1], not terminated],
+            }
+        )
     env.close()
     return episodes
 
@@ -59,9 +60,18 @@ def write_minari(root: Path, dataset_id: str, episodes: list[dict], observation_
     buffers = [EpisodeBuffer(id=i, **episode) for i, episode in enumerate(episodes)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MINARI_DATASETS_PATH", str(root))
-        minari.create_dataset_from_buffers(dataset_id, buffers, env="Hopper-v5", eval_env="Hopper-v5", observation_space=observation_space,
-                                           algorithm_name="random", author="seqrl", author_email="seqrl@example.com",
-                                           code_permalink="tests", description="tiny")
+        minari.create_dataset_from_buffers(
+            dataset_id,
+            buffers,
+            env="Hopper-v5",
+            eval_env="Hopper-v5",
+            observation_space=observation_space,
+            algorithm_name="random",
+            author="seqrl",
+            author_email="seqrl@example.com",
+            code_permalink="tests",
+            description="tiny",
+        )
     return root / dataset_id
 
 
@@ -85,13 +95,16 @@ def write_d4rl(path: Path, episodes: list[dict], **replace) -> Path:
 
 def dt_trajectories(episodes: list[dict]) -> list[dict]:
     """The Decision Transformer pickle layout: terminals only, next_observations alongside."""
-    return [{
-        "observations": e["observations"][:-1],
-        "next_observations": e["observations"][1:],
-        "actions": e["actions"],
-        "rewards": e["rewards"],
-        "terminals": e["terminations"],
-    } for e in episodes]
+    return [
+        {
+            "observations": e["observations"][:-1],
+            "next_observations": e["observations"][1:],
+            "actions": e["actions"],
+            "rewards": e["rewards"],
+            "terminals": e["terminations"],
+        }
+        for e in episodes
+    ]
 
 
 def write_pickle(path: Path, content) -> Path:
@@ -130,8 +143,13 @@ def test_minari_id_and_directory_match_minari_itself(tmp_path, rollouts, monkeyp
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     by_id = load_dataset(MINARI_ID)
     oracle = [
-        {"observations": e.observations, "actions": e.actions, "rewards": e.rewards,
-         "terminations": e.terminations, "truncations": e.truncations}
+        {
+            "observations": e.observations,
+            "actions": e.actions,
+            "rewards": e.rewards,
+            "terminations": e.terminations,
+            "truncations": e.truncations,
+        }
         for e in minari.load_dataset(MINARI_ID).iterate_episodes()
     ]
     assert_same_episodes(by_id.episodes, oracle)
@@ -179,7 +197,9 @@ def test_stats_match_numpy(tmp_path, rollouts):
     assert dataset.observation_mean.dtype == dataset.observation_std.dtype == np.float32
     stats = dataset.stats()
     assert stats["episodes"] == 3 and stats["steps"] == len(observations)
-    assert stats["return_mean"] == pytest.approx(np.mean(returns)) and stats["return_max"] == pytest.approx(max(returns))
+    assert stats["return_mean"] == pytest.approx(np.mean(returns)) and stats["return_max"] == pytest.approx(
+        max(returns)
+    )
     assert stats["normalized_score_mean"] == pytest.approx(np.mean([normalized_score("Hopper-v5", r) for r in returns]))
 
 
@@ -212,14 +232,26 @@ def bad_sources(tmp_path: Path, rollouts: list[dict]) -> dict[str, tuple[str, st
     no_rewards = dt_trajectories(rollouts)
     del no_rewards[2]["rewards"]
     nan_actions = dt_trajectories([dict(rollouts[0], actions=rollouts[0]["actions"] * np.nan)])
-    empty = [{"observations": np.zeros((0, 11)), "actions": np.zeros((0, 3)), "rewards": np.zeros(0), "terminals": np.zeros(0)}]
+    empty = [
+        {
+            "observations": np.zeros((0, 11)),
+            "actions": np.zeros((0, 3)),
+            "rewards": np.zeros(0),
+            "terminals": np.zeros(0),
+        }
+    ]
     minari_root = tmp_path / "minari"
     cut_minari = write_minari(minari_root, MINARI_ID, rollouts)
     truncated_copy(cut_minari / "data" / "main_data.hdf5")
     no_metadata = write_minari(minari_root, "test/hopper/nometa-v0", rollouts)
     (no_metadata / "data" / "metadata.json").unlink()
-    split = [dict(e, observations={"position": e["observations"][:, :5], "velocity": e["observations"][:, 5:]}) for e in rollouts]
-    split_space = gym.spaces.Dict({"position": gym.spaces.Box(-np.inf, np.inf, (5,)), "velocity": gym.spaces.Box(-np.inf, np.inf, (6,))})
+    split = [
+        dict(e, observations={"position": e["observations"][:, :5], "velocity": e["observations"][:, 5:]})
+        for e in rollouts
+    ]
+    split_space = gym.spaces.Dict(
+        {"position": gym.spaces.Box(-np.inf, np.inf, (5,)), "velocity": gym.spaces.Box(-np.inf, np.inf, (6,))}
+    )
     dict_observations = write_minari(minari_root, "test/hopper/dict-v0", split, observation_space=split_space)
     (tmp_path / "garbage.h5").write_bytes(b"not hdf5 at all" * 10)
     (tmp_path / "table.csv").write_text("a,b\n")
@@ -237,7 +269,10 @@ def bad_sources(tmp_path: Path, rollouts: list[dict]) -> dict[str, tuple[str, st
         "length mismatch": (d4rl("short.hdf5", rewards=np.zeros(n - 1)), "short.hdf5.*differ in length.*rewards"),
         "NaN": (d4rl("nan.hdf5", observations=nan_observations), "nan.hdf5.*observations.*NaN.*row 5"),
         "inf": (d4rl("inf.hdf5", rewards=np.full(n, np.inf)), "inf.hdf5.*rewards.*inf"),
-        "truncated pickle": (str(truncated_copy(Path(dt("cut.pkl", dt_trajectories(rollouts))))), "cut.pkl.*not a readable pickle"),
+        "truncated pickle": (
+            str(truncated_copy(Path(dt("cut.pkl", dt_trajectories(rollouts))))),
+            "cut.pkl.*not a readable pickle",
+        ),
         "pickle not a list": (dt("dict.pkl", {"observations": 1}), "dict.pkl.*list of per-episode dicts"),
         "pickle missing key": (dt("norew.pkl", no_rewards), "norew.pkl episode 2.*rewards"),
         "nested observations": (dt("nested.pkl", nested), "nested.pkl episode 1.*observations"),
@@ -290,7 +325,12 @@ def test_shared_datasets_match_their_readme(monkeypatch, shared_datasets):
         assert len(dataset.episodes) == int(episodes.replace(",", ""))
         assert dataset.num_steps == int(steps.replace(",", ""))
         returns = dataset.returns
-        for value, expected in ((returns.mean(), mean), (returns.std(), std), (returns.min(), low), (returns.max(), high)):
+        for value, expected in (
+            (returns.mean(), mean),
+            (returns.std(), std),
+            (returns.min(), low),
+            (returns.max(), high),
+        ):
             assert abs(value - float(expected)) <= 0.5, dataset_id
         assert np.isfinite(dataset.observation_std).all() and (dataset.observation_std > 0).all()
 

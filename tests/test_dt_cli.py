@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from seqrl import DecisionTransformerConfig, DecisionTransformerModel
+
 
 def plain_hopper_checkpoint(directory: Path) -> Path:
     """A small random DT saved as a plain Hugging Face directory (no seqrl.json) for Hopper."""
@@ -30,9 +30,23 @@ def rollout(seqrl):
 def test_plain_checkpoint_rolls_out_with_dataset_statistics(tmp_path, rollout, shared_datasets):
     checkpoint = plain_hopper_checkpoint(tmp_path / "ckpt")
     log = tmp_path / "episodes.jsonl"
-    result = rollout("--checkpoint", str(checkpoint), "--dataset", "zoo/hopper/medium-v0", "--target-return", "1234",
-                     "--episodes", "2", "--num-envs", "2", "--max-steps", "25", "--log", str(log),
-                     env={"MINARI_DATASETS_PATH": str(shared_datasets)})
+    result = rollout(
+        "--checkpoint",
+        str(checkpoint),
+        "--dataset",
+        "zoo/hopper/medium-v0",
+        "--target-return",
+        "1234",
+        "--episodes",
+        "2",
+        "--num-envs",
+        "2",
+        "--max-steps",
+        "25",
+        "--log",
+        str(log),
+        env={"MINARI_DATASETS_PATH": str(shared_datasets)},
+    )
     assert result.returncode == 0, result.stderr
     episodes = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(episodes) == 2
@@ -50,6 +64,8 @@ def test_plain_checkpoint_without_dataset_is_a_one_line_error(tmp_path, rollout)
 
 
 def test_checkpoint_for_another_env_is_a_one_line_error(tmp_path, rollout):
-    result = rollout("--checkpoint", str(plain_hopper_checkpoint(tmp_path / "ckpt")), "--episodes", "1", env_id="HalfCheetah-v5")
+    result = rollout(
+        "--checkpoint", str(plain_hopper_checkpoint(tmp_path / "ckpt")), "--episodes", "1", env_id="HalfCheetah-v5"
+    )
     assert result.returncode == 1
     assert "state_dim 11" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
-
 from seqrl import DecisionTransformerConfig, DecisionTransformerModel, SeqrlError
 
 transformers = pytest.importorskip("transformers")
@@ -13,7 +12,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*autocast.*:FutureWarning"),  # inside transformers 4.30
     pytest.mark.usefixtures("one_torch_thread"),
 ]
-
 
 
 VARIANTS = [

@@ -6,7 +6,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
 from seqrl import DecisionTransformerConfig, DecisionTransformerModel, SeqrlError
 from seqrl.envs.make import make_env
 from seqrl.planners import load_agent
@@ -26,8 +25,13 @@ def write_checkpoint(directory, env_id="HalfCheetah-v5", statistics=True, policy
     model.save_pretrained(directory)
     if statistics:
         rng = np.random.default_rng(seed)
-        meta = {"kind": "dt", "env_id": env_id, "state_mean": rng.normal(size=state_dim).tolist(),
-                "state_std": rng.uniform(0.5, 2.0, size=state_dim).tolist(), "policy": policy or {}}
+        meta = {
+            "kind": "dt",
+            "env_id": env_id,
+            "state_mean": rng.normal(size=state_dim).tolist(),
+            "state_std": rng.uniform(0.5, 2.0, size=state_dim).tolist(),
+            "policy": policy or {},
+        }
         write_json(directory / "seqrl.json", meta)
     return model
 
@@ -43,9 +47,15 @@ def transformers_action(model, states, actions, returns_to_go, timesteps, contex
 
     mask = torch.cat([torch.zeros(pad, dtype=torch.long), torch.ones(len(states), dtype=torch.long)])[None]
     with torch.no_grad():
-        _, action_preds, _ = model(states=left_pad(states), actions=left_pad(actions), rewards=None,
-                                   returns_to_go=left_pad(returns_to_go), timesteps=left_pad(timesteps),
-                                   attention_mask=mask, return_dict=False)
+        _, action_preds, _ = model(
+            states=left_pad(states),
+            actions=left_pad(actions),
+            rewards=None,
+            returns_to_go=left_pad(returns_to_go),
+            timesteps=left_pad(timesteps),
+            attention_mask=mask,
+            return_dict=False,
+        )
     return action_preds[0, -1]
 
 
@@ -139,8 +149,15 @@ def test_target_return_defaults(tmp_path):
 def test_plain_transformers_directory_takes_statistics_from_dataset(tmp_path):
     write_checkpoint(tmp_path / "ckpt", "Hopper-v5", statistics=False)
     rng = np.random.default_rng(0)
-    episodes = [{"observations": rng.normal(3.0, 2.0, size=(50, 11)), "actions": rng.uniform(-1, 1, size=(50, 3)),
-                 "rewards": rng.normal(size=50), "terminals": np.zeros(50, dtype=bool)} for _ in range(2)]
+    episodes = [
+        {
+            "observations": rng.normal(3.0, 2.0, size=(50, 11)),
+            "actions": rng.uniform(-1, 1, size=(50, 3)),
+            "rewards": rng.normal(size=50),
+            "terminals": np.zeros(50, dtype=bool),
+        }
+        for _ in range(2)
+    ]
     with open(tmp_path / "data.pkl", "wb") as file:
         pickle.dump(episodes, file)
     agent = load_agent(tmp_path / "ckpt", make_env("Hopper-v5"), dataset=str(tmp_path / "data.pkl"))

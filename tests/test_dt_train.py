@@ -7,13 +7,35 @@ import subprocess
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-
 from seqrl import DecisionTransformerModel
 from seqrl.envs.datasets import Episode
 from seqrl.planners.decision.data import episode_steps, sample_windows
 
-TINY = ["--batch-size", "16", "--context-length", "5", "--hidden-size", "16", "--n-layer", "1", "--warmup-steps", "2",
-        "--lr", "3e-3", "--eval-every", "10", "--save-every", "20", "--holdout", "0.2", "--threads", "1", "--device", "cpu", "--quiet"]
+TINY = [
+    "--batch-size",
+    "16",
+    "--context-length",
+    "5",
+    "--hidden-size",
+    "16",
+    "--n-layer",
+    "1",
+    "--warmup-steps",
+    "2",
+    "--lr",
+    "3e-3",
+    "--eval-every",
+    "10",
+    "--save-every",
+    "20",
+    "--holdout",
+    "0.2",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +46,14 @@ def dataset(tmp_path_factory) -> str:
     episodes = []
     for length in rng.integers(20, 60, size=12):
         observations = rng.normal(size=(length, 4)) * 3.0 + 1.0
-        episodes.append({"observations": observations, "actions": np.tanh(observations @ weights * 0.3),
-                         "rewards": rng.uniform(0, 2, size=length), "terminals": np.zeros(length, dtype=bool)})
+        episodes.append(
+            {
+                "observations": observations,
+                "actions": np.tanh(observations @ weights * 0.3),
+                "rewards": rng.uniform(0, 2, size=length),
+                "terminals": np.zeros(length, dtype=bool),
+            }
+        )
     path = tmp_path_factory.mktemp("data") / "tiny.pkl"
     with open(path, "wb") as file:
         pickle.dump(episodes, file)
@@ -49,9 +77,16 @@ def records(out) -> list[dict]:
 
 def test_windows_are_left_padded_slices_with_returns_to_go():
     lengths = [30, 3]
-    episodes = [Episode(observations=np.arange(n, dtype=np.float32)[:, None] + 100 * e, actions=np.zeros((n, 1), np.float32),
-                        rewards=np.arange(1, n + 1, dtype=np.float32), terminations=np.zeros(n, bool), truncations=np.zeros(n, bool))
-                for e, n in enumerate(lengths)]
+    episodes = [
+        Episode(
+            observations=np.arange(n, dtype=np.float32)[:, None] + 100 * e,
+            actions=np.zeros((n, 1), np.float32),
+            rewards=np.arange(1, n + 1, dtype=np.float32),
+            terminations=np.zeros(n, bool),
+            truncations=np.zeros(n, bool),
+        )
+        for e, n in enumerate(lengths)
+    ]
     steps = episode_steps(episodes, np.zeros(1, np.float32), np.ones(1, np.float32), return_scale=10.0, max_ep_len=20)
     states, _, returns, timesteps, mask = (t.numpy() for t in sample_windows(steps, 4000, 5, np.random.default_rng(0)))
     from_second = states[:, -1, 0] >= 100
@@ -60,12 +95,12 @@ def test_windows_are_left_padded_slices_with_returns_to_go():
         n = int(real.sum())
         assert real.tolist() == [0] * (5 - n) + [1] * n  # left padding only
         episode = int(state[-1] >= 100)
-        t = (state[5 - n:] - 100 * episode).astype(int)
+        t = (state[5 - n :] - 100 * episode).astype(int)
         assert (t == t[0] + np.arange(n)).all()  # consecutive steps of one episode
         assert n == 5 or t[-1] == lengths[episode] - 1  # short windows reach the episode's end
         rewards = np.arange(1, lengths[episode] + 1)
-        np.testing.assert_allclose(ret[5 - n:], [rewards[i:].sum() / 10.0 for i in t], rtol=1e-6)
-        assert time[5 - n:].tolist() == np.minimum(t, 19).tolist()
+        np.testing.assert_allclose(ret[5 - n :], [rewards[i:].sum() / 10.0 for i in t], rtol=1e-6)
+        assert time[5 - n :].tolist() == np.minimum(t, 19).tolist()
 
 
 def test_training_lowers_loss_and_resumes_exactly(dataset, tmp_path, train):
@@ -88,8 +123,13 @@ def test_training_lowers_loss_and_resumes_exactly(dataset, tmp_path, train):
     assert first.returncode == 0, first.stderr
     second = train(dataset, tmp_path / "resumed", 40, "--resume")
     assert second.returncode == 0, second.stderr
-    assert records(tmp_path / "resumed") == [{**m, "elapsed": r["elapsed"]} for m, r in zip(metrics, records(tmp_path / "resumed"))]
-    resumed, reference = load_file(tmp_path / "resumed" / "model.safetensors"), load_file(tmp_path / "straight" / "model.safetensors")
+    assert records(tmp_path / "resumed") == [
+        {**m, "elapsed": r["elapsed"]} for m, r in zip(metrics, records(tmp_path / "resumed"))
+    ]
+    resumed, reference = (
+        load_file(tmp_path / "resumed" / "model.safetensors"),
+        load_file(tmp_path / "straight" / "model.safetensors"),
+    )
     for name, tensor in reference.items():
         np.testing.assert_array_equal(resumed[name], tensor, err_msg=name)
 

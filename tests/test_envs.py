@@ -8,13 +8,11 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-
 from seqrl import SeqrlError
-from seqrl.envs.make import check_box_spaces, make_env, make_vector_env
 from seqrl.envs.families import FAMILIES, dt_target_return, normalized_score
+from seqrl.envs.make import check_box_spaces, make_env, make_vector_env
 
 REFERENCE_RETURNS = {name: (family.random_return, family.expert_return) for name, family in FAMILIES.items()}
-
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5"])
@@ -31,9 +29,14 @@ def test_make_env_builds_seeded_mujoco_envs(env_id):
     assert not np.array_equal(first, other)
 
 
-@pytest.mark.parametrize("typo, expected", [
-    ("Hoper-v5", "Hopper-v5"), ("halfcheetah-v5", "HalfCheetah-v5"), ("Walker2d-v9", "Walker2d-v5"),
-])
+@pytest.mark.parametrize(
+    "typo, expected",
+    [
+        ("Hoper-v5", "Hopper-v5"),
+        ("halfcheetah-v5", "HalfCheetah-v5"),
+        ("Walker2d-v9", "Walker2d-v5"),
+    ],
+)
 def test_unknown_env_names_the_closest_ids(typo, expected):
     with pytest.raises(SeqrlError) as error:
         make_env(typo)
@@ -110,8 +113,19 @@ def test_real_mujoco_warnings_still_reach_the_user(tmp_path):
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
 
 
-@pytest.mark.parametrize("env_id", ["Hopper-v5", "hopper-medium-v2", "HalfCheetah-v4", "halfcheetah-expert-v2",
-                                    "Walker2d-v5", "walker2d-medium-replay-v2", "Ant-v5", "ant-random-v0"])
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "Hopper-v5",
+        "hopper-medium-v2",
+        "HalfCheetah-v4",
+        "halfcheetah-expert-v2",
+        "Walker2d-v5",
+        "walker2d-medium-replay-v2",
+        "Ant-v5",
+        "ant-random-v0",
+    ],
+)
 def test_normalized_score_is_0_for_random_and_100_for_expert(env_id):
     family = env_id.split("-")[0].lower()
     random, expert = REFERENCE_RETURNS[family]

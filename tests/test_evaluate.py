@@ -37,8 +37,9 @@ def ray_cluster() -> str:
 
 
 def start(command: list, directory: Path) -> subprocess.Popen:
-    return subprocess.Popen(list(map(str, command)), cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        list(map(str, command)), cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for_lines(log: Path, count: int, timeout: float = 90) -> None:
@@ -55,8 +56,26 @@ def test_ray_local_grid_equals_one_worker_and_rollout(seqrl, tmp_path):
     on_ray, one = by_cell(read_log(tmp_path / "ray.jsonl")), by_cell(read_log(tmp_path / "one.jsonl"))
     assert len(on_ray) == 4 and on_ray == one
     for target in (1800, 3600):
-        rollout = ("rollout", "--env", "Hopper-v5", "--agent", "dt", "--target-return", target, "--episodes", 2,
-                   "--seed", 5, "--max-steps", 25, "--threads", 1, "--quiet", "--log", f"rollout-{target}.jsonl")
+        rollout = (
+            "rollout",
+            "--env",
+            "Hopper-v5",
+            "--agent",
+            "dt",
+            "--target-return",
+            target,
+            "--episodes",
+            2,
+            "--seed",
+            5,
+            "--max-steps",
+            25,
+            "--threads",
+            1,
+            "--quiet",
+            "--log",
+            f"rollout-{target}.jsonl",
+        )
         assert seqrl(*rollout).returncode == 0
         for record in read_log(tmp_path / f"rollout-{target}.jsonl"):
             assert on_ray[(record["agent"], float(target), record["episode"])] == record["return"]
@@ -68,8 +87,21 @@ def test_ray_local_grid_equals_one_worker_and_rollout(seqrl, tmp_path):
 
 def test_killed_worker_costs_only_its_episodes(seqrl_command, ray_cluster, tmp_path):
     log = tmp_path / "sweep.jsonl"
-    command = [seqrl_command, "evaluate", *DT_GRID, "--episodes", 4, "--max-steps", 150, "--ray", ray_cluster,
-               "--workers", 2, "--log", log]
+    command = [
+        seqrl_command,
+        "evaluate",
+        *DT_GRID,
+        "--episodes",
+        4,
+        "--max-steps",
+        150,
+        "--ray",
+        ray_cluster,
+        "--workers",
+        2,
+        "--log",
+        log,
+    ]
     process = start(command, tmp_path)
     wait_for_lines(log, 1)
     workers = [p for p in psutil.Process().children(recursive=True) if "ray::EpisodeWorker" in " ".join(p.cmdline())]
@@ -83,8 +115,22 @@ def test_killed_worker_costs_only_its_episodes(seqrl_command, ray_cluster, tmp_p
 
 
 def test_resume_after_an_interrupt_finishes_without_repeating(seqrl, seqrl_command, ray_cluster, tmp_path):
-    common = ("evaluate", "--env", "Hopper-v5", "--agent", "random", "--checkpoint", "bundled:hopper-dt",
-              "--episodes", 8, "--max-steps", 40, "--threads", 1, "--quiet")
+    common = (
+        "evaluate",
+        "--env",
+        "Hopper-v5",
+        "--agent",
+        "random",
+        "--checkpoint",
+        "bundled:hopper-dt",
+        "--episodes",
+        8,
+        "--max-steps",
+        40,
+        "--threads",
+        1,
+        "--quiet",
+    )
     log = tmp_path / "sweep.jsonl"
     command = [seqrl_command, *common, "--ray", ray_cluster, "--workers", 2, "--log", log]
     process = start(command, tmp_path)
@@ -97,8 +143,11 @@ def test_resume_after_an_interrupt_finishes_without_repeating(seqrl, seqrl_comma
     done = seqrl(*common, "--workers", 2, "--log", "sweep.jsonl", "--resume")
     assert done.returncode == 0, done.stderr
     resumed = by_cell(read_log(log))  # an error if an episode was logged twice
-    assert sorted(resumed) == sorted((agent, None if agent == "random" else 3600.0, episode)
-                                     for agent in ("random", "bundled:hopper-dt") for episode in range(8))
+    assert sorted(resumed) == sorted(
+        (agent, None if agent == "random" else 3600.0, episode)
+        for agent in ("random", "bundled:hopper-dt")
+        for episode in range(8)
+    )
     again = seqrl(*common, "--log", "sweep.jsonl")  # a second run of the same sweep into its log
     assert again.returncode == 1 and "--resume" in again.stderr
 
@@ -129,8 +178,15 @@ def test_ray_flag_without_ray_names_the_extra(seqrl_command, tmp_path):
     import os
 
     environment = {**os.environ, "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([str(seqrl_command), "evaluate", "--env", "Hopper-v5", "--agent", "random", "--ray", "local"],
-                          check=False, cwd=tmp_path, capture_output=True, text=True, env=environment, timeout=60)
+    done = subprocess.run(
+        [str(seqrl_command), "evaluate", "--env", "Hopper-v5", "--agent", "random", "--ray", "local"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
     assert done.returncode == 1 and "pip install 'seqrl[ray]'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 

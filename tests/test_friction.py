@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from seqrl import __version__
 
 
@@ -29,8 +28,9 @@ def test_install_hint_keeps_its_brackets(seqrl, tmp_path):
 @pytest.mark.parametrize("place", ["/proc/self/out.mp4", "/proc/no-such-dir/out.mp4"])
 def test_video_to_an_unwritable_place_is_a_one_line_error(seqrl, place):
     pytest.importorskip("imageio_ffmpeg")
-    result = seqrl("rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", "1", "--max-steps", "5",
-                   "--video", place)
+    result = seqrl(
+        "rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", "1", "--max-steps", "5", "--video", place
+    )
     assert result.returncode == 1, result.stdout
     assert "video:" not in result.stdout
     assert result.stderr.strip().startswith("error:") and place in result.stderr
@@ -39,15 +39,38 @@ def test_video_to_an_unwritable_place_is_a_one_line_error(seqrl, place):
 
 
 def test_bad_mujoco_gl_is_a_one_line_error(seqrl, tmp_path):
-    result = seqrl("rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", "1", "--max-steps", "5",
-                   "--video", tmp_path / "out.mp4", env={"MUJOCO_GL": "bogus"})
+    result = seqrl(
+        "rollout",
+        "--env",
+        "Hopper-v5",
+        "--agent",
+        "random",
+        "--episodes",
+        "1",
+        "--max-steps",
+        "5",
+        "--video",
+        tmp_path / "out.mp4",
+        env={"MUJOCO_GL": "bogus"},
+    )
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "MUJOCO_GL=bogus" in result.stderr
 
 
 def test_summary_says_its_std_is_the_sample_std(seqrl, tmp_path):
-    result = seqrl("rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", "3", "--max-steps", "5",
-                   "--log", "runs.jsonl")
+    result = seqrl(
+        "rollout",
+        "--env",
+        "Hopper-v5",
+        "--agent",
+        "random",
+        "--episodes",
+        "3",
+        "--max-steps",
+        "5",
+        "--log",
+        "runs.jsonl",
+    )
     assert result.returncode == 0, result.stderr
     returns = [json.loads(line)["return"] for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     row = next(line for line in result.stdout.splitlines() if "sample std" in line)

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from seqrl import DecisionTransformerModel, SeqrlError
 from seqrl.agents.bundled import BUNDLED_ROOT
 
@@ -28,8 +27,23 @@ def offline_hub(tmp_path: Path) -> dict[str, str]:
 
 def test_rollout_and_info_read_a_hub_checkpoint_from_the_offline_cache(seqrl, offline_hub, tmp_path):
     log = tmp_path / "episodes.jsonl"
-    result = seqrl("rollout", "--env", "Hopper-v5", "--checkpoint", f"hf:{REPO}", "--episodes", "1", "--max-steps", "5",
-                   "--threads", "1", "--quiet", "--log", log, env=offline_hub)
+    result = seqrl(
+        "rollout",
+        "--env",
+        "Hopper-v5",
+        "--checkpoint",
+        f"hf:{REPO}",
+        "--episodes",
+        "1",
+        "--max-steps",
+        "5",
+        "--threads",
+        "1",
+        "--quiet",
+        "--log",
+        log,
+        env=offline_hub,
+    )
     assert result.returncode == 0, result.stderr
     assert f"hf:{REPO}" in log.read_text()
     info = seqrl("info", f"hf:{REPO}@main", env=offline_hub)
@@ -40,8 +54,14 @@ def test_rollout_and_info_read_a_hub_checkpoint_from_the_offline_cache(seqrl, of
 def test_from_pretrained_takes_a_hub_id_from_the_offline_cache(offline_hub):
     code = f"from seqrl import DecisionTransformerModel as M; print(M.from_pretrained({REPO!r}).config.state_dim)"
     environment = offline_hub | {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=120,
-                            cwd=Path(offline_hub["HF_HOME"]))
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(offline_hub["HF_HOME"]),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "11"
 
@@ -60,8 +80,9 @@ def test_hub_checkpoint_offline_and_not_cached_is_a_one_line_error(seqrl, offlin
 
 
 def test_missing_local_path_on_the_command_line_is_an_error_naming_it(seqrl, offline_hub):
-    result = seqrl("rollout", "--env", "Hopper-v5", "--checkpoint", "runs/tt-hopper", "--episodes", "1",
-                   env=offline_hub)
+    result = seqrl(
+        "rollout", "--env", "Hopper-v5", "--checkpoint", "runs/tt-hopper", "--episodes", "1", env=offline_hub
+    )
     assert result.returncode == 1
     assert "runs/tt-hopper not found" in result.stderr and "hf:ORG/NAME" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 import gymnasium as gym
 import numpy as np
 import pytest
-
 from seqrl.agents.loop import Step, evaluate, run_episodes
 from seqrl.agents.random import RandomAgent
-from seqrl.envs.make import make_env, make_vector_env
 from seqrl.envs.families import normalized_score
+from seqrl.envs.make import make_env, make_vector_env
 
 
 class SpyAgent(RandomAgent):
@@ -109,15 +108,27 @@ def test_on_step_reports_every_step_of_every_episode():
 
     def on_step(step: Step) -> None:
         for j, episode in enumerate(step.episodes):
-            steps.setdefault(episode, []).append((step.observations[j].copy(), step.rewards[j], step.next_observations[j].copy(), step.returns[j], step.truncations[j]))
+            steps.setdefault(episode, []).append(
+                (
+                    step.observations[j].copy(),
+                    step.rewards[j],
+                    step.next_observations[j].copy(),
+                    step.returns[j],
+                    step.truncations[j],
+                )
+            )
 
-    results = list(run_episodes(RandomAgent(envs.single_action_space), envs, range(4), seed=0, max_steps=15, on_step=on_step))
+    results = list(
+        run_episodes(RandomAgent(envs.single_action_space), envs, range(4), seed=0, max_steps=15, on_step=on_step)
+    )
     envs.close()
     for r in results:
         observations, rewards, next_observations, returns, truncations = zip(*steps[r.episode])
         assert len(rewards) == r.length
         assert sum(rewards) == pytest.approx(r.episode_return) == returns[-1]
-        assert np.array_equal(np.stack(observations[1:]), np.stack(next_observations[:-1]))  # each step starts where the last ended
+        assert np.array_equal(
+            np.stack(observations[1:]), np.stack(next_observations[:-1])
+        )  # each step starts where the last ended
         assert truncations[-1] == r.truncated
 
 

@@ -4,14 +4,29 @@ import json
 
 import minari
 import numpy as np
-
 from seqrl.envs.datasets import load_dataset
 from seqrl.envs.make import make_env
 
 
 def test_record_round_trip(seqrl, tmp_path, monkeypatch):
-    done = seqrl("rollout", "--env", "Hopper-v5", "--episodes", 3, "--seed", 5, "--max-steps", 25, "--num-envs", 2,
-                 "--log", "runs.jsonl", "--record", "datasets", "--quiet")
+    done = seqrl(
+        "rollout",
+        "--env",
+        "Hopper-v5",
+        "--episodes",
+        3,
+        "--seed",
+        5,
+        "--max-steps",
+        25,
+        "--num-envs",
+        2,
+        "--log",
+        "runs.jsonl",
+        "--record",
+        "datasets",
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     logged = {r["seed"]: r for r in map(json.loads, (tmp_path / "runs.jsonl").read_text().splitlines())}
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
@@ -36,8 +51,20 @@ def test_record_round_trip(seqrl, tmp_path, monkeypatch):
 
 
 def test_record_id_existing_dataset_and_resume_without_duplicates(seqrl, tmp_path, monkeypatch):
-    common = ("rollout", "--env", "Hopper-v5", "--max-steps", 10, "--record", "datasets", "--record-id", "me/hop/test-v1",
-              "--log", "runs.jsonl", "--quiet")
+    common = (
+        "rollout",
+        "--env",
+        "Hopper-v5",
+        "--max-steps",
+        10,
+        "--record",
+        "datasets",
+        "--record-id",
+        "me/hop/test-v1",
+        "--log",
+        "runs.jsonl",
+        "--quiet",
+    )
     assert seqrl(*common, "--episodes", 2).returncode == 0
     again = seqrl(*common, "--episodes", 3)
     assert again.returncode == 1 and "me/hop/test-v1 already exists" in again.stderr

@@ -10,7 +10,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
 from seqrl import DecisionTransformerModel, SeqrlError
 from seqrl.agents.episode_log import EpisodeLog
 from seqrl.agents.loop import evaluate
@@ -82,8 +81,9 @@ class SpoiledEnv(gym.Wrapper):
         return observation, reward, terminated, truncated, info
 
 
-@pytest.mark.parametrize("value, target", [(np.nan, "observation"), (np.inf, "observation"), (np.nan, "reward"),
-                                           (-np.inf, "reward")])
+@pytest.mark.parametrize(
+    "value, target", [(np.nan, "observation"), (np.inf, "observation"), (np.nan, "reward"), (-np.inf, "reward")]
+)
 def test_non_finite_env_values_name_episode_slot_and_step(value, target):
     env = SpoiledEnv(value, at=3, target=target)
     with pytest.raises(SeqrlError, match=rf"the {target} of episode 0 \(slot 0, step 3\) is not finite"):
@@ -129,8 +129,11 @@ def test_absurd_config_is_refused_fast_by_info_and_rollout(seqrl, tmp_path):
     edit_json(directory / "config.json", n_layer=100000)
     one_error_line(seqrl("info", directory, timeout=60), "n_layer got 100000")
     edit_json(directory / "config.json", n_layer=4)  # in range, but the weights have 3 layers
-    one_error_line(seqrl("rollout", "--env", "Hopper-v5", "--checkpoint", directory, "--episodes", "1", timeout=60),
-                   "do not fit", "missing")
+    one_error_line(
+        seqrl("rollout", "--env", "Hopper-v5", "--checkpoint", directory, "--episodes", "1", timeout=60),
+        "do not fit",
+        "missing",
+    )
 
 
 @pytest.mark.parametrize("name", ["config.json", "seqrl.json", "model.safetensors"])
@@ -164,6 +167,7 @@ def save_steps(monkeypatch, fail_at: int | None) -> list[str]:
             if len(calls) == fail_at:
                 raise Fault(name)
             return real(*args, **kwargs)
+
         return run
 
     monkeypatch.setattr(checkpoint_module, "_exchange", lambda first, second: False)
@@ -243,7 +247,7 @@ def fill(directory: Path, leave_pages: int) -> None:
             fillers.append(path)
     except OSError:
         pass
-    for path in fillers[-leave_pages - 1:]:
+    for path in fillers[-leave_pages - 1 :]:
         path.unlink()
     if leave_pages == 0:
         (directory / "filler-last").write_bytes(b"x" * 4096)
@@ -252,8 +256,9 @@ def fill(directory: Path, leave_pages: int) -> None:
 def test_disk_full_mid_run_keeps_episodes_and_prints_the_summary(seqrl, small_tmpfs):
     log = small_tmpfs / "runs.jsonl"
     fill(small_tmpfs, leave_pages=1)
-    result = seqrl("rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", "30", "--max-steps", "2",
-                   "--log", log)
+    result = seqrl(
+        "rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", "30", "--max-steps", "2", "--log", log
+    )
     line = one_error_line(result, "cannot write episode", "No space left", "--resume")
     kept = [json.loads(text) for text in log.read_text().splitlines()]
     assert kept and [record["episode"] for record in kept] == list(range(len(kept)))
@@ -329,8 +334,11 @@ META_CASES = {
     "return_scale -1": ("hopper-dt", {"policy": {"return_scale": -1}}, ["return_scale got -1"]),
 }
 FILE_CASES = {
-    "garbage discretizer": ("hopper-tt", lambda d: (d / "discretizer.npz").write_bytes(b"garbage"),
-                            ["discretizer.npz"]),
+    "garbage discretizer": (
+        "hopper-tt",
+        lambda d: (d / "discretizer.npz").write_bytes(b"garbage"),
+        ["discretizer.npz"],
+    ),
     "pickled pytorch_model.bin": ("hopper-dt", pickled_bin, ["pytorch_model.bin", "runs no code"]),
     "truncated weights": ("hopper-dt", truncated_weights, ["model.safetensors"]),
 }
@@ -348,8 +356,22 @@ def test_broken_checkpoints_are_one_line_errors(seqrl, tmp_path, case):
     else:
         change(directory)
     before = snapshot(tmp_path)
-    for args in (["info", directory], ["rollout", "--env", "Hopper-v5", "--checkpoint", directory, "--episodes", "1",
-                                       "--max-steps", "2", "--log", "runs.jsonl"]):
+    for args in (
+        ["info", directory],
+        [
+            "rollout",
+            "--env",
+            "Hopper-v5",
+            "--checkpoint",
+            directory,
+            "--episodes",
+            "1",
+            "--max-steps",
+            "2",
+            "--log",
+            "runs.jsonl",
+        ],
+    ):
         if case in META_CASES and args[0] == "info":
             continue  # info shows the stored policy block as it is
         line = one_error_line(seqrl(*args, timeout=90), *words)
@@ -364,17 +386,36 @@ CLI_CASES = {  # arguments, files to write first, words of the error
     "--lr nan": (["train", "dt", "--dataset", "d", "--out", "out", "--lr", "nan"], {}, ["--lr"]),
     "--lr -1": (["train", "dt", "--dataset", "d", "--out", "out", "--lr", "-1"], {}, ["--lr"]),
     "--dropout 2": (["train", "dt", "--dataset", "d", "--out", "out", "--dropout", "2"], {}, ["--dropout"]),
-    "planner flag to random": (["rollout", "--env", "Hopper-v5", "--agent", "random", "--beam-width", "4"], {},
-                               ["--beam-width", "random"]),
-    "--log notes.txt": (["rollout", "--env", "Hopper-v5", "--agent", "random", "--episodes", "1", "--max-steps", "2",
-                         "--log", "notes.txt"], {"notes.txt": b"my notes"}, ["notes.txt"]),
+    "planner flag to random": (
+        ["rollout", "--env", "Hopper-v5", "--agent", "random", "--beam-width", "4"],
+        {},
+        ["--beam-width", "random"],
+    ),
+    "--log notes.txt": (
+        [
+            "rollout",
+            "--env",
+            "Hopper-v5",
+            "--agent",
+            "random",
+            "--episodes",
+            "1",
+            "--max-steps",
+            "2",
+            "--log",
+            "notes.txt",
+        ],
+        {"notes.txt": b"my notes"},
+        ["notes.txt"],
+    ),
     "plot a binary file": (["plot", "blob.jsonl"], {"blob.jsonl": bytes(range(256))}, ["not a text file"]),
     "plot a directory": (["plot", "logs"], {"logs/keep": b""}, ["not a regular file"]),
-    "plot -o a directory": (["plot", "runs.jsonl", "-o", "logs"],
-                            {"logs/keep": b"", "runs.jsonl": b'{"env_id": "x", "episode": 0, "return": 1.0}\n'},
-                            ["is a directory"]),
-    "log line without return": (["plot", "runs.jsonl"], {"runs.jsonl": b'{"env_id": "x", "episode": 0}\n'},
-                                ["line 1"]),
+    "plot -o a directory": (
+        ["plot", "runs.jsonl", "-o", "logs"],
+        {"logs/keep": b"", "runs.jsonl": b'{"env_id": "x", "episode": 0, "return": 1.0}\n'},
+        ["is a directory"],
+    ),
+    "log line without return": (["plot", "runs.jsonl"], {"runs.jsonl": b'{"env_id": "x", "episode": 0}\n'}, ["line 1"]),
 }
 
 
@@ -392,7 +433,6 @@ def test_weak_command_lines_are_one_line_errors(seqrl, tmp_path, case):
 
 def test_broken_dataset_files_are_one_line_errors(tmp_path):
     import h5py
-
     from seqrl.envs.datasets import load_dataset
 
     (tmp_path / "minari" / "data").mkdir(parents=True)

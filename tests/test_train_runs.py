@@ -71,8 +71,20 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(seqrl, dataset, tmp_path)
 
 
 def test_keep_checkpoints_keeps_every_save_as_a_loadable_directory(seqrl, dataset, tmp_path):
-    done = seqrl("train", "tt", "--dataset", dataset, "--out", tmp_path / "run", *TINY_RUN, "--steps", 30,
-                 "--keep-checkpoints", "--eval-every", 15)
+    done = seqrl(
+        "train",
+        "tt",
+        "--dataset",
+        dataset,
+        "--out",
+        tmp_path / "run",
+        *TINY_RUN,
+        "--steps",
+        30,
+        "--keep-checkpoints",
+        "--eval-every",
+        15,
+    )
     assert done.returncode == 0, done.stderr
     history = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in history.iterdir()) == ["step-15", "step-30"]
@@ -84,8 +96,9 @@ def test_keep_checkpoints_keeps_every_save_as_a_loadable_directory(seqrl, datase
 
 
 def test_short_runs_warn_that_the_warmup_outlasts_them(seqrl, dataset, tmp_path):
-    done = seqrl("train", "tt", "--dataset", dataset, "--out", tmp_path / "run", *TINY_RUN, "--steps", 5,
-                 "--warmup-epochs", 2)
+    done = seqrl(
+        "train", "tt", "--dataset", dataset, "--out", tmp_path / "run", *TINY_RUN, "--steps", 5, "--warmup-epochs", 2
+    )
     assert done.returncode == 0, done.stderr
     assert "warmup" in done.stderr and "never reaches" in done.stderr
 
@@ -93,11 +106,31 @@ def test_short_runs_warn_that_the_warmup_outlasts_them(seqrl, dataset, tmp_path)
 @pytest.mark.parametrize("signum, status, nproc", [(signal.SIGTERM, 143, 1), (signal.SIGINT, 130, 2)])
 def test_a_stop_signal_keeps_the_last_checkpoint(seqrl_command, dataset, tmp_path, signum, status, nproc):
     out = tmp_path / "run"
-    command = [seqrl_command, "train", "tt", "--dataset", dataset, "--out", out, *TINY_RUN, "--steps", 1_000_000,
-               "--save-every", 5, "--eval-every", 5, "--nproc", nproc]
+    command = [
+        seqrl_command,
+        "train",
+        "tt",
+        "--dataset",
+        dataset,
+        "--out",
+        out,
+        *TINY_RUN,
+        "--steps",
+        1_000_000,
+        "--save-every",
+        5,
+        "--eval-every",
+        5,
+        "--nproc",
+        nproc,
+    ]
     # started the way a shell starts a background job: SIGINT ignored until seqrl installs its own handler
-    process = subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    process = subprocess.Popen(
+        list(map(str, command)),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     wait_for((out / "training_state.pt").exists)
     os.kill(process.pid, signum)
     _, stderr = process.communicate(timeout=60)
@@ -108,10 +141,26 @@ def test_a_stop_signal_keeps_the_last_checkpoint(seqrl_command, dataset, tmp_pat
 
 
 def test_a_stop_before_the_first_save_does_not_offer_resume(seqrl_command, dataset, tmp_path):
-    command = [seqrl_command, "train", "tt", "--dataset", dataset, "--out", tmp_path / "run", *TINY_RUN,
-               "--steps", 1_000_000, "--save-every", 1_000_000, "--eval-every", 1]
+    command = [
+        seqrl_command,
+        "train",
+        "tt",
+        "--dataset",
+        dataset,
+        "--out",
+        tmp_path / "run",
+        *TINY_RUN,
+        "--steps",
+        1_000_000,
+        "--save-every",
+        1_000_000,
+        "--eval-every",
+        1,
+    ]
     process = subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (tmp_path / "run" / "metrics.jsonl").exists() and (tmp_path / "run" / "metrics.jsonl").stat().st_size)
+    wait_for(
+        lambda: (tmp_path / "run" / "metrics.jsonl").exists() and (tmp_path / "run" / "metrics.jsonl").stat().st_size
+    )
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "before the first checkpoint" in stderr and "--resume" not in stderr, stderr
@@ -126,8 +175,13 @@ def test_a_failed_save_is_one_line_and_keeps_the_previous_checkpoint(seqrl_comma
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
 
-    done = subprocess.run(list(map(str, [seqrl_command, *args, "--steps", 30, "--resume"])), capture_output=True,
-                          text=True, preexec_fn=small_files, timeout=120)
+    done = subprocess.run(
+        list(map(str, [seqrl_command, *args, "--steps", 30, "--resume"])),
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+        timeout=120,
+    )
     assert done.returncode == 1 and "cannot save step 30" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert "the checkpoint of step 15 is intact" in done.stderr
     after = load_file(tmp_path / "run" / "model.safetensors")

@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 import torch
-
 from seqrl import SeqrlError
 from seqrl.planners.trajectory.discretizer import Discretizer
 
 # Two columns of 7 rows; with N = 3 the original takes sorted rows linspace(0, 6, 4, dtype=int) = [0, 2, 4, 6].
 SMALL = np.array([[5, 10], [1, 70], [4, 30], [2, 20], [3, 60], [9, 50], [7, 40]], dtype=np.float64)
-SMALL_THRESHOLDS = np.array([[1, 10], [3, 30], [5, 50], [9, 70]], dtype=np.float64)  # sorted columns: 1 2 3 4 5 7 9 / 10..70
+SMALL_THRESHOLDS = np.array(
+    [[1, 10], [3, 30], [5, 50], [9, 70]], dtype=np.float64
+)  # sorted columns: 1 2 3 4 5 7 9 / 10..70
 
 
 def test_quantile_thresholds_are_the_originals_sorted_rows():
@@ -69,7 +70,9 @@ def test_reconstruct_clips_out_of_range_tokens():
 
 def test_expectation_and_percentile_of_batched_token_distributions():
     discretizer = Discretizer(SMALL_THRESHOLDS, "quantile")  # midpoints: [2, 4, 7] and [20, 40, 60]
-    probs = torch.tensor([[[1.0, 0.0, 0.0], [0.25, 0.25, 0.5]], [[0.0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]]])  # (batch 2, dim 2, N 3)
+    probs = torch.tensor(
+        [[[1.0, 0.0, 0.0], [0.25, 0.25, 0.5]], [[0.0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]]]
+    )  # (batch 2, dim 2, N 3)
     expected = [[2, 0.25 * 20 + 0.25 * 40 + 0.5 * 60], [5.5, 40]]
     np.testing.assert_allclose(discretizer.expectation(probs).numpy(), expected, rtol=1e-6)
     # least bin whose cumulative probability reaches the fraction
@@ -86,7 +89,9 @@ def test_select_covers_a_subset_of_dimensions():
     assert reward_value.dim == 2
     assert torch.equal(reward_value.discretize(data[:, -2:]), discretizer.discretize(data)[:, -2:])
     tokens = discretizer.discretize(data)
-    assert torch.equal(discretizer.select([0, 3]).reconstruct(tokens[:, [0, 3]]), discretizer.reconstruct(tokens)[:, [0, 3]])
+    assert torch.equal(
+        discretizer.select([0, 3]).reconstruct(tokens[:, [0, 3]]), discretizer.reconstruct(tokens)[:, [0, 3]]
+    )
     # a single dimension takes plain (batch, N) distributions
     probs = torch.softmax(torch.randn(4, 10), -1)
     single = discretizer.select([4]).expectation(probs)

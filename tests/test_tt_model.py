@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from seqrl import SeqrlError, TrajectoryTransformerConfig, TrajectoryTransformerModel
 from seqrl.planners.trajectory import kernels
 from seqrl.planners.trajectory.kernels import QUERY_BLOCK, Linear, blocked_attention, dropout, keep_mask
@@ -284,7 +283,9 @@ def test_blocked_attention_is_masked_softmax_attention_with_dropout(length, cach
     generator = torch.Generator().manual_seed(0)
     total = cached + length
     query = torch.randn(2, 3, length, 8, dtype=torch.float64, generator=generator, requires_grad=True)
-    key, value = (torch.randn(2, 3, total, 8, dtype=torch.float64, generator=generator, requires_grad=True) for _ in "kv")
+    key, value = (
+        torch.randn(2, 3, total, 8, dtype=torch.float64, generator=generator, requires_grad=True) for _ in "kv"
+    )
     grad = torch.randn(2, 3, length, 8, dtype=torch.float64, generator=generator)
     positions, key_positions = torch.arange(cached, total), torch.arange(total)
     allowed = (key_positions <= positions[:, None]) & (key_positions % TRANSITION != TRANSITION - 1)

@@ -10,7 +10,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from seqrl import SeqrlError
 from seqrl.planners import load_agent
 from seqrl.planners.trajectory import memory
@@ -69,20 +68,40 @@ def checkpoint(data_file, tmp_path_factory) -> Path:
     """A small Trajectory Transformer trained briefly on the random Hopper data (a full seqrl checkpoint)."""
     out = tmp_path_factory.mktemp("tt") / "model"
     args = TrainArgs(
-        dataset=str(data_file), out=str(out), steps=150, batch_size=32, n_layer=2, n_head=2, n_embd=32,
-        n_bins=25, sequence_length=4, warmup_epochs=0.5, decay_epochs=5, eval_every=1000, save_every=1000, quiet=True,
+        dataset=str(data_file),
+        out=str(out),
+        steps=150,
+        batch_size=32,
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        n_bins=25,
+        sequence_length=4,
+        warmup_epochs=0.5,
+        decay_epochs=5,
+        eval_every=1000,
+        save_every=1000,
+        quiet=True,
     )
     train_tt(args)
     return out
 
 
-def tiny_checkpoint(directory: Path, observation_dim: int = OBS, action_dim: int = ACT, discretizer: bool = True) -> Path:
+def tiny_checkpoint(
+    directory: Path, observation_dim: int = OBS, action_dim: int = ACT, discretizer: bool = True
+) -> Path:
     """A randomly initialised one-layer model with made-up bins, saved as a plain Hugging Face directory."""
     torch.manual_seed(0)
     transition_dim = observation_dim + action_dim + 2
     config = TrajectoryTransformerConfig(
-        vocab_size=10, block_size=4 * transition_dim - 1, observation_dim=observation_dim, action_dim=action_dim,
-        transition_dim=transition_dim, n_layer=1, n_head=1, n_embd=8,
+        vocab_size=10,
+        block_size=4 * transition_dim - 1,
+        observation_dim=observation_dim,
+        action_dim=action_dim,
+        transition_dim=transition_dim,
+        n_layer=1,
+        n_head=1,
+        n_embd=8,
     )
     TrajectoryTransformerModel(config).save_pretrained(directory)
     if discretizer:
@@ -112,7 +131,9 @@ def test_filters_keep_what_the_original_keeps():
     assert torch.equal(filter_cdf(logits, 0.6)[0, 2:], logits[0, 2:])
     # below the smallest probability nothing fits, and the original still drops that smallest one
     assert filter_cdf(logits, 0.05)[0].tolist()[0] == -1000.0
-    assert torch.isinf(filter_top_k(logits, 2)[0, :2]).all() and torch.equal(filter_top_k(logits, 2)[0, 2:], logits[0, 2:])
+    assert torch.isinf(filter_top_k(logits, 2)[0, :2]).all() and torch.equal(
+        filter_top_k(logits, 2)[0, 2:], logits[0, 2:]
+    )
 
 
 def test_window_crops_whole_transitions_like_the_original():
@@ -172,7 +193,7 @@ def test_cached_and_uncached_planners_give_identical_plans(checkpoint, settings)
 
 
 def test_cached_logits_equal_a_full_window_recomputation(checkpoint, monkeypatch):
-    """With sampled actions and observations the beams differ; random beams' cached logits are checked at every token."""
+    """With sampled actions and observations the beams differ; random beams' cached logits are checked at each token."""
     rng = np.random.default_rng(0)
     seen = {"calls": 0, "slides": 0, "distinct_beams": 0}
 
@@ -241,7 +262,7 @@ def test_batched_envs_act_as_single_env_planners(checkpoint, settings, device):
     active = []
     for step in range(8):
         if step in (0, 2):  # slots 0 and 1 start at step 0, slot 2 at step 2: context lengths differ for a while
-            for slot in ([0, 1] if step == 0 else [2]):
+            for slot in [0, 1] if step == 0 else [2]:
                 batched.reset(seed=slot, slot=slot)
                 singles[slot].reset(seed=slot)
                 active.append(slot)
@@ -301,9 +322,9 @@ def test_memory_stays_bounded_over_a_1000_step_episode(tmp_path, monkeypatch):
 def test_settings_come_from_defaults_then_checkpoint_then_options(checkpoint, tmp_path):
     env = hopper()
     defaults = load_agent(checkpoint, env).settings()
-    assert {key: defaults[key] for key in ("horizon", "beam_width", "n_expand", "k_obs", "k_act", "cdf_obs", "cdf_act")} == {
-        "horizon": 15, "beam_width": 128, "n_expand": 2, "k_obs": 1, "k_act": None, "cdf_obs": None, "cdf_act": 0.6
-    }
+    assert {
+        key: defaults[key] for key in ("horizon", "beam_width", "n_expand", "k_obs", "k_act", "cdf_obs", "cdf_act")
+    } == {"horizon": 15, "beam_width": 128, "n_expand": 2, "k_obs": 1, "k_act": None, "cdf_obs": None, "cdf_act": 0.6}
     assert (defaults["percentile"], defaults["max_context_transitions"], defaults["plan_freq"]) == ("mean", 5, 1)
     assert (defaults["discount"], defaults["kv_cache"]) == (0.99, True)
     assert defaults["checkpoint"] == str(checkpoint) and len(defaults["checkpoint_digest"]) == 16
@@ -314,12 +335,20 @@ def test_settings_come_from_defaults_then_checkpoint_then_options(checkpoint, tm
     for path in checkpoint.iterdir():
         if path.is_file():
             (custom / path.name).write_bytes(path.read_bytes())
-    (custom / "seqrl.json").write_text(json.dumps({**meta, "planner": {"horizon": 7, "beam_width": 16, "cdf_act": None}}))
+    (custom / "seqrl.json").write_text(
+        json.dumps({**meta, "planner": {"horizon": 7, "beam_width": 16, "cdf_act": None}})
+    )
     settings = load_agent(custom, env, beam_width=4, k_act=None, percentile=0.25).settings()
     assert (settings["horizon"], settings["beam_width"], settings["cdf_act"], settings["k_act"]) == (7, 4, None, None)
     assert settings["percentile"] == 0.25
 
-    for bad in (dict(beam_width=0), dict(cdf_act="1.5"), dict(plan_freq=20), dict(percentile="median"), dict(k_obs=1000)):
+    for bad in (
+        dict(beam_width=0),
+        dict(cdf_act="1.5"),
+        dict(plan_freq=20),
+        dict(percentile="median"),
+        dict(k_obs=1000),
+    ):
         with pytest.raises(SeqrlError):
             load_agent(checkpoint, env, **bad)
 
@@ -348,19 +377,55 @@ def test_bins_of_another_model_are_refused(tmp_path):
 def test_rollout_flags_reach_the_planner(checkpoint, seqrl, tmp_path):
     log = tmp_path / "runs.jsonl"
     done = seqrl(
-        "rollout", "--checkpoint", checkpoint, "--env", "Hopper-v5", "--episodes", "2", "--num-envs", "2", "--max-steps", "3",
-        "--quiet", "--threads", "1",
-        "--log", log, "--horizon", "2", "--beam-width", "3", "--n-expand", "1", "--k-obs", "2", "--k-act", "none",
-        "--cdf-obs", "0.5", "--cdf-act", "none", "--percentile", "0.9", "--max-context-transitions", "2",
-        "--plan-freq", "2", "--discount", "0.9", "--no-kv-cache",
+        "rollout",
+        "--checkpoint",
+        checkpoint,
+        "--env",
+        "Hopper-v5",
+        "--episodes",
+        "2",
+        "--num-envs",
+        "2",
+        "--max-steps",
+        "3",
+        "--quiet",
+        "--threads",
+        "1",
+        "--log",
+        log,
+        "--horizon",
+        "2",
+        "--beam-width",
+        "3",
+        "--n-expand",
+        "1",
+        "--k-obs",
+        "2",
+        "--k-act",
+        "none",
+        "--cdf-obs",
+        "0.5",
+        "--cdf-act",
+        "none",
+        "--percentile",
+        "0.9",
+        "--max-context-transitions",
+        "2",
+        "--plan-freq",
+        "2",
+        "--discount",
+        "0.9",
+        "--no-kv-cache",
     )
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert sorted(record["episode"] for record in records) == [0, 1] and all(record["length"] == 3 for record in records)
+    assert sorted(record["episode"] for record in records) == [0, 1] and all(
+        record["length"] == 3 for record in records
+    )
     config = records[0]["config"]
-    assert {key: config[key] for key in ("horizon", "beam_width", "n_expand", "k_obs", "k_act", "cdf_obs", "cdf_act")} == {
-        "horizon": 2, "beam_width": 3, "n_expand": 1, "k_obs": 2, "k_act": None, "cdf_obs": 0.5, "cdf_act": None
-    }
+    assert {
+        key: config[key] for key in ("horizon", "beam_width", "n_expand", "k_obs", "k_act", "cdf_obs", "cdf_act")
+    } == {"horizon": 2, "beam_width": 3, "n_expand": 1, "k_obs": 2, "k_act": None, "cdf_obs": 0.5, "cdf_act": None}
     assert (config["percentile"], config["max_context_transitions"], config["plan_freq"]) == (0.9, 2, 2)
     assert (config["discount"], config["kv_cache"]) == (0.9, False)
 

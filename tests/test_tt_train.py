@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from seqrl import (
     DecisionTransformerConfig,
     DecisionTransformerModel,
@@ -21,11 +20,11 @@ from seqrl import (
 )
 from seqrl.envs.datasets import Episode, load_dataset
 from seqrl.planners.info import describe_checkpoint
+from seqrl.planners.training import EpochSampler, adamw, split_episodes, warmup_cosine
 from seqrl.planners.trajectory.data import TokenWindows, episode_transitions, token_windows
 from seqrl.planners.trajectory.discretizer import Discretizer
 from seqrl.planners.trajectory.options import TrainArgs
 from seqrl.planners.trajectory.train import train_tt
-from seqrl.planners.training import EpochSampler, adamw, split_episodes, warmup_cosine
 
 TINY_MODEL = ["--n-layer", 1, "--n-head", 2, "--n-embd", 32, "--sequence-length", 3, "--n-bins", 10]
 TINY_RUN = [*TINY_MODEL, "--batch-size", 16, "--lr", 3e-3, "--eval-every", 10, "--save-every", 15, "--holdout", 0.2]
@@ -81,7 +80,9 @@ def test_adamw_decays_weight_matrices_only():
     decayed = sorted(names[id(p)] for p in decay["params"])
     expected = sorted(f"blocks.0.{m}.weight" for m in ("attn.key", "attn.query", "attn.value", "attn.proj", "l1", "l2"))
     assert decayed == sorted([*expected, "head.weight"]) and decay["weight_decay"] == 0.1
-    assert {"tok_emb.weight", "pos_emb", "ln_f.weight", "blocks.0.ln1.bias"} <= {names[id(p)] for p in no_decay["params"]}
+    assert {"tok_emb.weight", "pos_emb", "ln_f.weight", "blocks.0.ln1.bias"} <= {
+        names[id(p)] for p in no_decay["params"]
+    }
     assert no_decay["weight_decay"] == 0.0 and len(decay["params"]) + len(no_decay["params"]) == len(names)
 
 
@@ -155,7 +156,9 @@ def metrics(run: Path) -> list[dict]:
 
 def test_training_lowers_the_loss_and_writes_a_checkpoint(runs):
     run = runs["A"]
-    assert {"config.json", "model.safetensors", "discretizer.npz", "seqrl.json", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+    assert {"config.json", "model.safetensors", "discretizer.npz", "seqrl.json", "metrics.jsonl"} <= {
+        p.name for p in run.iterdir()
+    }
     records = metrics(run)
     assert [r["step"] for r in records] == [10, 20, 30, 40]
     assert records[-1]["train_loss"] < 0.8 * records[0]["train_loss"]
@@ -180,7 +183,19 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(runs):
 
 
 def test_bf16_autocast_training_follows_the_fp32_run(runs, seqrl, tmp_path):
-    done = seqrl("train", "tt", "--dataset", runs["dataset"], "--out", tmp_path / "bf16", *TINY_RUN, "--steps", 20, "--precision", "bf16")
+    done = seqrl(
+        "train",
+        "tt",
+        "--dataset",
+        runs["dataset"],
+        "--out",
+        tmp_path / "bf16",
+        *TINY_RUN,
+        "--steps",
+        20,
+        "--precision",
+        "bf16",
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "bf16" / "seqrl.json").read_text())["training"]["precision"] == "bf16"
     fp32 = {r["step"]: r["train_loss"] for r in metrics(runs["A"])}
@@ -193,7 +208,12 @@ def test_info_describes_a_training_checkpoint(runs, seqrl):
     done = seqrl("info", runs["A"])
     assert done.returncode == 0, done.stderr
     parameters = sum(p.numel() for p in TrajectoryTransformerModel.from_pretrained(runs["A"]).parameters())
-    expected_rows = ("Trajectory Transformer (seqrl, TT)", "observation 2, action 1, transition 5", f"{parameters:,}", "40 steps")
+    expected_rows = (
+        "Trajectory Transformer (seqrl, TT)",
+        "observation 2, action 1, transition 5",
+        f"{parameters:,}",
+        "40 steps",
+    )
     for expected in (*expected_rows, "quantile"):
         assert expected in done.stdout
 
@@ -206,7 +226,9 @@ def test_info_describes_plain_hugging_face_and_decision_transformer_dirs(runs, s
     rows = dict(describe_checkpoint(plain))
     assert rows["kind"] == "Trajectory Transformer (plain Hugging Face)" and rows["discretizer"].startswith("missing")
 
-    DecisionTransformerModel(DecisionTransformerConfig(state_dim=11, act_dim=3, n_layer=1)).save_pretrained(tmp_path / "dt")
+    DecisionTransformerModel(DecisionTransformerConfig(state_dim=11, act_dim=3, n_layer=1)).save_pretrained(
+        tmp_path / "dt"
+    )
     meta = {"kind": "dt", "env_id": "Hopper-v5", "state_mean": [0.0] * 11, "state_std": [1.0] * 11}
     meta["policy"] = {"target_return": 3600}
     (tmp_path / "dt" / "seqrl.json").write_text(json.dumps(meta))
@@ -266,4 +288,6 @@ def test_hopper_dataset_tokenizes_as_the_original(shared_datasets, monkeypatch):
     windows = token_windows(transitions, discretizer, sequence_length=10, max_path_length=1000)
     assert len(windows) == dataset.num_steps - len(dataset.episodes)
     x, y, mask = windows[torch.arange(len(windows) - 1, len(windows) - 3, -1)]
-    assert x.shape == (2, 159) and (y[:, -16:] == 100).all() and mask.all()  # episode ends: stop tokens, still trained on
+    assert (
+        x.shape == (2, 159) and (y[:, -16:] == 100).all() and mask.all()
+    )  # episode ends: stop tokens, still trained on

@@ -4,10 +4,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from seqrl.envs.datasets import Episode
 
-Window = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # states, actions, returns, timesteps, mask
+Window = tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]  # states, actions, returns, timesteps, mask
 
 
 @dataclass

@@ -5,11 +5,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from seqrl import SeqrlError
 from seqrl.planners.checkpoint import PretrainedModel
 from seqrl.planners.decision.config import DecisionTransformerConfig
+from torch import nn
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -40,7 +39,9 @@ class Attention(nn.Module):
     def __init__(self, config: DecisionTransformerConfig, layer_idx: int):
         super().__init__()
         if config.hidden_size % config.n_head:
-            raise SeqrlError(f"hidden_size {config.hidden_size} is not divisible by n_head {config.n_head}; fix config.json")
+            raise SeqrlError(
+                f"hidden_size {config.hidden_size} is not divisible by n_head {config.n_head}; fix config.json"
+            )
         self.n_head = config.n_head
         self.c_attn = Conv1D(config.hidden_size, 3 * config.hidden_size)
         self.c_proj = Conv1D(config.hidden_size, config.hidden_size)
@@ -55,7 +56,7 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, bias: torch.Tensor, output_attentions: bool, last_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, T, C), additive bias (B, 1, T, T) -> output (B, T or 1, C) and, if asked, weights (B, nh, T or 1, T)."""
+        """x (B, T, C), additive bias (B, 1, T, T) -> output (B, T or 1, C) and maybe weights (B, nh, T or 1, T)."""
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
         if last_only:  # only the last token's output is wanted: one query row
@@ -152,7 +153,11 @@ class DecisionTransformerGPT2Model(nn.Module):
             attentions.append(weights)
         x = self.ln_f(x)
         hidden_states.append(x)
-        return x, tuple(hidden_states) if output_hidden_states else None, tuple(attentions) if output_attentions else None
+        return (
+            x,
+            tuple(hidden_states) if output_hidden_states else None,
+            tuple(attentions) if output_attentions else None,
+        )
 
 
 @dataclass
@@ -184,7 +189,9 @@ class DecisionTransformerModel(PretrainedModel):
         self.embed_action = nn.Linear(config.act_dim, hidden)
         self.embed_ln = nn.LayerNorm(hidden)  # transformers uses the default eps here, not layer_norm_epsilon
         self.predict_state = nn.Linear(hidden, config.state_dim)
-        self.predict_action = nn.Sequential(nn.Linear(hidden, config.act_dim), *([nn.Tanh()] if config.action_tanh else []))
+        self.predict_action = nn.Sequential(
+            nn.Linear(hidden, config.act_dim), *([nn.Tanh()] if config.action_tanh else [])
+        )
         self.predict_return = nn.Linear(hidden, 1)
         self.apply(self._init_weights)
         for name, parameter in self.named_parameters():
@@ -202,12 +209,18 @@ class DecisionTransformerModel(PretrainedModel):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def embed(self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def embed(
+        self, states: torch.Tensor, actions: torch.Tensor, returns_to_go: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
         """Interleaved, normalized token embeddings (B, 3T, C): R_1 s_1 a_1 R_2 s_2 a_2 ..."""
         B, T = states.shape[:2]
         time = self.embed_timestep(timesteps)  # (B, T, C)
         tokens = torch.stack(
-            (self.embed_return(returns_to_go) + time, self.embed_state(states) + time, self.embed_action(actions) + time),
+            (
+                self.embed_return(returns_to_go) + time,
+                self.embed_state(states) + time,
+                self.embed_action(actions) + time,
+            ),
             dim=2,
         )  # (B, T, 3, C)
         return self.embed_ln(tokens.reshape(B, 3 * T, -1))
@@ -238,7 +251,7 @@ class DecisionTransformerModel(PretrainedModel):
         output_attentions: bool = False,
         return_dict: bool = True,
     ) -> DecisionTransformerOutput | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """states (B, T, S), actions (B, T, A), returns_to_go (B, T, 1), timesteps (B, T), mask (B, T); rewards unused."""
+        """states (B, T, S), actions (B, T, A), returns_to_go (B, T, 1), timesteps, mask (B, T); rewards unused."""
         B, T = states.shape[:2]
         token_mask = None if attention_mask is None else attention_mask.repeat_interleave(3, dim=1)  # (B, 3T)
         last, hidden_states, attentions = self.encoder(

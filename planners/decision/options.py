@@ -16,7 +16,8 @@ class PolicySettings(Options):
     """How the policy conditions on returns; unset values come from the checkpoint, then these defaults."""
 
     target_return: float | None = option(
-        None, "Return to condition on (default: the paper's for the env: Hopper 3600, HalfCheetah 12000, Walker2d 5000)."
+        None,
+        "Return to condition on (default: the paper's for the env: Hopper 3600, HalfCheetah 12000, Walker2d 5000).",
     )
     return_scale: float = option(1000.0, "Returns-to-go are divided by this.", above=0)
     context_length: int = option(20, "Steps of history the policy sees (K).", low=1, high=N_POSITIONS // 3)
@@ -32,11 +33,14 @@ class TrainArgs(RunArgs):
     weight_decay: float = option(1e-4, "AdamW weight decay (all parameters, as the original).", low=0)
     warmup_steps: int = option(10_000, "Linear learning-rate warmup, in updates; flat afterwards.", low=0)
     decay_steps: int | None = option(
-        None, "Cosine-decay the learning rate after warmup, to zero at this update (default: flat, as the paper).", low=1
+        None,
+        "Cosine-decay the learning rate after warmup, to zero at this update (default: flat, as the paper).",
+        low=1,
     )
     grad_clip: float = option(0.25, "Gradient-norm clip.", above=0)
-    context_length: int = option(20, "Steps per window (K), also the policy's default context.", low=1,
-                                 high=N_POSITIONS // 3)
+    context_length: int = option(
+        20, "Steps per window (K), also the policy's default context.", low=1, high=N_POSITIONS // 3
+    )
     hidden_size: int = option(128, "Embedding width.", low=1, high=65536)
     n_layer: int = option(3, "Transformer blocks.", low=1, high=256)
     n_head: int = option(1, "Attention heads.", low=1, high=1024)

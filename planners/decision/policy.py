@@ -8,7 +8,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-
 from seqrl import SeqrlError
 from seqrl.agents.base import Agent
 from seqrl.envs.families import dt_target_return
@@ -57,7 +56,10 @@ class DecisionTransformerPolicy(Agent):
             "timesteps": ((K,), torch.long),
             "mask": ((K,), torch.long),  # 1 for real steps, 0 for padding
         }
-        self.history = {name: torch.zeros((0, *shape), dtype=dtype, device=self.device) for name, (shape, dtype) in self.shapes.items()}
+        self.history = {
+            name: torch.zeros((0, *shape), dtype=dtype, device=self.device)
+            for name, (shape, dtype) in self.shapes.items()
+        }
         self.return_to_go = np.zeros(0)  # unscaled, per slot
         self.step = np.zeros(0, dtype=np.int64)
         self.started = np.zeros(0, dtype=bool)
@@ -73,7 +75,7 @@ class DecisionTransformerPolicy(Agent):
         self.started = np.concatenate([self.started, np.zeros(extra, dtype=bool)])
 
     def reset(self, seed: int | None = None, slot: int = 0) -> None:
-        """Empty `slot`'s history and restart its return-to-go at the target (the policy is deterministic: `seed` is unused)."""
+        """Empty `slot`'s history and restart its return-to-go at the target (deterministic: `seed` is unused)."""
         if slot >= len(self.step):
             self._grow(slot + 1)
         for buffer in self.history.values():
@@ -144,7 +146,13 @@ class DecisionTransformerPolicy(Agent):
 
 def load_agent(source: AgentSource) -> DecisionTransformerPolicy:
     """The DT policy of a loaded seqrl or plain Hugging Face checkpoint; its settings override the checkpoint's."""
-    model, directory, meta, dataset, settings = source.model, source.directory, source.meta, source.dataset, source.settings
+    model, directory, meta, dataset, settings = (
+        source.model,
+        source.directory,
+        source.meta,
+        source.dataset,
+        source.settings,
+    )
     config = model.config
     env_id, _, action_space = env_identity(source.env)
     env_id = env_id or meta.env_id
@@ -159,13 +167,22 @@ def load_agent(source: AgentSource) -> DecisionTransformerPolicy:
         policy_settings = dataclasses.replace(policy_settings, target_return=target)
     if 3 * policy_settings.context_length > config.n_positions:
         raise SeqrlError(
-            f"context length {policy_settings.context_length} is over n_positions/3 = {config.n_positions // 3}; lower it"
+            f"context length {policy_settings.context_length} is over n_positions/3 = "
+            f"{config.n_positions // 3}; lower it"
         )
-    info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights_file(directory)), "state_statistics": stats_source}
-    return DecisionTransformerPolicy(model.to(source.device), state_mean, state_std, action_space, policy_settings, info)
+    info = {
+        "checkpoint": str(directory),
+        "checkpoint_digest": file_digest(weights_file(directory)),
+        "state_statistics": stats_source,
+    }
+    return DecisionTransformerPolicy(
+        model.to(source.device), state_mean, state_std, action_space, policy_settings, info
+    )
 
 
-def _state_statistics(directory: Path, meta: DecisionMeta, dataset: str | None, state_dim: int) -> tuple[np.ndarray, np.ndarray, str]:
+def _state_statistics(
+    directory: Path, meta: DecisionMeta, dataset: str | None, state_dim: int
+) -> tuple[np.ndarray, np.ndarray, str]:
     """State mean and std stored in seqrl.json, else those of `dataset`; and where they came from."""
     if meta.state_mean is not None and meta.state_std is not None:
         mean, std, source = np.asarray(meta.state_mean), np.asarray(meta.state_std), str(directory / META_FILE)
@@ -180,7 +197,9 @@ def _state_statistics(directory: Path, meta: DecisionMeta, dataset: str | None, 
             "pass --dataset with the dataset the model was trained on"
         )
     if mean.shape != (state_dim,) or std.shape != (state_dim,):
-        raise SeqrlError(f"state statistics from {source} have {mean.size} dims but the model has state_dim {state_dim}")
+        raise SeqrlError(
+            f"state statistics from {source} have {mean.size} dims but the model has state_dim {state_dim}"
+        )
     if not (std > 0).all():
         raise SeqrlError(f"state statistics from {source} hold non-positive standard deviations; retrain or fix them")
     return mean.astype(np.float32), std.astype(np.float32), source

@@ -8,21 +8,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-
 from seqrl.envs.families import dt_target_return
 from seqrl.planners.decision.config import DecisionTransformerConfig
 from seqrl.planners.decision.data import EpisodeSteps, Window, episode_steps, sample_windows
 from seqrl.planners.decision.model import DecisionTransformerModel
 from seqrl.planners.decision.options import DecisionMeta, PolicySettings, TrainArgs
+from seqrl.planners.parallel import launch, needs_launch
 from seqrl.planners.training import (
     Trainer,
+    split_episodes,
     start_run,
     training_results,
-    split_episodes,
     warmup_cosine,
     warn_short_run,
 )
-from seqrl.planners.parallel import launch, needs_launch
 
 HELD_OUT_WINDOWS = 1024  # held-out windows scored at every evaluation
 
@@ -65,7 +64,9 @@ def train_dt(args: TrainArgs) -> dict[str, Any] | None:
     target_return = args.target_return
     if target_return is None:
         target_return = dt_target_return(dataset.env_id) or float(dataset.returns.max())
-    policy = PolicySettings(target_return=target_return, return_scale=args.return_scale, context_length=args.context_length)
+    policy = PolicySettings(
+        target_return=target_return, return_scale=args.return_scale, context_length=args.context_length
+    )
     meta = DecisionMeta(
         kind="dt",
         env_id=dataset.env_id,
@@ -109,7 +110,9 @@ def train_dt(args: TrainArgs) -> dict[str, Any] | None:
         return tuple(t.to(device) for t in sample_windows(train, args.batch_size, args.context_length, rng))
 
     summary = trainer.run(batch_at, held_out_batches(held, args, device), args.steps)
-    Console(quiet=args.quiet).print(f"saved {out} at step {summary['step']:,}: train loss {summary['train_loss']:.4f}", highlight=False)
+    Console(quiet=args.quiet).print(
+        f"saved {out} at step {summary['step']:,}: train loss {summary['train_loss']:.4f}", highlight=False
+    )
     return summary
 
 

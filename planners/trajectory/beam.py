@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
-
 from seqrl.planners.trajectory.options import PlannerSettings
 
 
@@ -71,7 +70,7 @@ def beam_plan(
     observation_dim: int,
     action_dim: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best plan (slots, horizon, transition_dim) of tokens and its value (slots,) from each slot's prefix (slots, length)."""
+    """Best plan (slots, horizon, transition_dim) of tokens and its value (slots,) from each prefix (slots, length)."""
     # reward_and_value: unfiltered probs (rows, 2, vocab_size + 1) of a reward and a value token -> estimates (rows, 2);
     # a candidate scores sum_t discount^t r_t + discount^(t+1) V_t after step t, as the original's `values`
     slots, beams, horizon = len(prefixes), settings.beam_width, settings.horizon
@@ -89,7 +88,9 @@ def beam_plan(
     regather(torch.arange(slots, device=device).repeat_interleave(beams))  # every beam starts from the prefix
     for t in range(horizon):
         # n_expand copies of each slot's beams, copy-major as the original's `repeat`: (slots, n_expand * beams)
-        copies = torch.arange(slots * beams, device=device).view(slots, 1, beams).expand(slots, settings.n_expand, beams)
+        copies = (
+            torch.arange(slots * beams, device=device).view(slots, 1, beams).expand(slots, settings.n_expand, beams)
+        )
         regather(copies.flatten())
         sequences, _ = sample_tokens(decoder, sequences, action_dim, settings.k_act, settings.cdf_act, generators)
         sequences, logits = sample_tokens(decoder, sequences, 2, 1, None, generators)
@@ -99,7 +100,9 @@ def beam_plan(
         first_row = torch.arange(slots, device=device)[:, None] * settings.n_expand * beams
         regather((best + first_row).flatten())
         if t < horizon - 1:
-            sequences, _ = sample_tokens(decoder, sequences, observation_dim, settings.k_obs, settings.cdf_obs, generators)
+            sequences, _ = sample_tokens(
+                decoder, sequences, observation_dim, settings.k_obs, settings.cdf_obs, generators
+            )
     plans = sequences.view(slots, beams, -1, transition_dim)[:, :, -horizon:]  # (slots, beams, horizon, transition_dim)
     slot, top = torch.arange(slots, device=device), values.argmax(-1)
     return plans[slot, top], values[slot, top]

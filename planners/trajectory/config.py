@@ -1,7 +1,6 @@
 """Trajectory Transformer hyper-parameters, read from and written to Hugging Face's `config.json`."""
 
 from dataclasses import dataclass
-
 from typing import ClassVar
 
 from seqrl import SeqrlError

@@ -1,8 +1,7 @@
-"""Trajectory Transformer training data, built as the original: [obs, action, reward, value] rows cut into token windows."""
+"""Trajectory Transformer training data, as the original: [obs, action, reward, value] rows cut into token windows."""
 
 import numpy as np
 import torch
-
 from seqrl.envs.datasets import Episode
 from seqrl.planners.trajectory.discretizer import Discretizer
 

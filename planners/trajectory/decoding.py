@@ -12,12 +12,11 @@ only a history that forks is copied, once, into a free row.
 """
 
 import torch
-
 from seqrl.planners.trajectory.model import KVCache, TrajectoryTransformerModel
 
 
 def window_start(length: int, max_tokens: int, transition_dim: int) -> int:
-    """Tokens the original crops from the front of a `length`-token sequence: whole transitions, until `max_tokens` remain."""
+    """Tokens the original crops from the front of a `length`-token sequence: whole transitions, to `max_tokens`."""
     excess = max(0, length - max_tokens)
     return -(-excess // transition_dim) * transition_dim
 
@@ -80,7 +79,9 @@ class CachedDecoder:
         config = self.model.config
         size = window.shape[1]
         cuts = [cut for cut in range(1, size) if cut % config.transition_dim in (0, config.observation_dim)] + [size]
-        history = torch.zeros(len(window), dtype=torch.long, device=window.device)  # (rows,) id of each distinct history
+        history = torch.zeros(
+            len(window), dtype=torch.long, device=window.device
+        )  # (rows,) id of each distinct history
         counts, begin = [], 0
         for cut in cuts:
             pieces = torch.cat((history[:, None], window[:, begin:cut]), dim=1)

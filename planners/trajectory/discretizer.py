@@ -6,7 +6,6 @@ from typing import Self
 
 import numpy as np
 import torch
-
 from seqrl import SeqrlError
 from seqrl.planners.files import MAX_SMALL_FILE_BYTES, checked_size
 
@@ -73,7 +72,9 @@ class Discretizer:
         """Tokens (..., dim) of values (..., dim): index of the largest threshold <= x, clipped to [0, N - 1]."""
         values = torch.as_tensor(values, device=self.device).to(torch.float64)
         if values.shape[-1:] != (self.dim,):
-            raise SeqrlError(f"cannot discretize values of shape {tuple(values.shape)}: last dimension must be {self.dim}")
+            raise SeqrlError(
+                f"cannot discretize values of shape {tuple(values.shape)}: last dimension must be {self.dim}"
+            )
         if torch.isnan(values).any():
             raise SeqrlError("cannot discretize NaN values; check the observations or the dataset")
         columns = values.reshape(-1, self.dim).T.contiguous()  # (dim, rows)
@@ -92,7 +93,7 @@ class Discretizer:
         return (probs * self.midpoints).sum(-1)
 
     def percentile(self, probs: torch.Tensor, fraction: float) -> torch.Tensor:
-        """Midpoint (..., dim) of the first bin whose cumulative probability reaches `fraction`, for probs (..., dim, N)."""
+        """Midpoint (..., dim) of the first bin whose cumulative probability reaches `fraction`; probs (..., dim, N)."""
         reached = probs.cumsum(-1) >= fraction
         # argmax finds the first True; rounding can leave none (fraction 1.0), which means the last bin.
         first = torch.where(reached.any(-1), reached.int().argmax(-1), self.n_bins - 1)
@@ -110,7 +111,9 @@ class Discretizer:
             with np.load(path, allow_pickle=False) as file:
                 thresholds, kind = file["thresholds"], str(file["kind"])
         except FileNotFoundError:
-            raise SeqrlError(f"{path} is missing; a Trajectory Transformer checkpoint needs its {DISCRETIZER_FILE}") from None
+            raise SeqrlError(
+                f"{path} is missing; a Trajectory Transformer checkpoint needs its {DISCRETIZER_FILE}"
+            ) from None
         except SeqrlError:
             raise
         except Exception as error:  # not a zip, a bare .npy, pickled objects, missing keys: numpy's advice is unsafe
@@ -121,7 +124,9 @@ class Discretizer:
         if kind not in KINDS:
             raise SeqrlError(f"{path} names an unknown discretizer kind {kind!r}; re-save the checkpoint")
         if thresholds.ndim != 2 or len(thresholds) < 2 or not np.isfinite(thresholds).all():
-            raise SeqrlError(f"{path} holds thresholds of shape {thresholds.shape} or non-finite values; re-save the checkpoint")
+            raise SeqrlError(
+                f"{path} holds thresholds of shape {thresholds.shape} or non-finite values; re-save the checkpoint"
+            )
         if (np.diff(thresholds, axis=0) < 0).any():
             raise SeqrlError(f"{path} holds thresholds that are not sorted; re-save the checkpoint")
         return cls(thresholds, kind)

@@ -14,7 +14,6 @@ The same arithmetic as `nn.Dropout`, `scaled_dot_product_attention` and `nn.Line
 """
 
 import functools
-
 import math
 
 import torch
@@ -84,7 +83,7 @@ class BlockedAttention(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """Gradients for query, key and value (flash attention's formulas, with dropout)."""
         scaled, key, value, attended = ctx.saved_tensors
-        # softmax backward: weights * (d_weights - rowsum(d_weights * weights)), and that row sum is rowsum(grad * attended)
+        # softmax backward: weights * (d_weights - rowsum(d_weights * weights)); that row sum is rowsum(grad * attended)
         row_sums = (grad * attended).sum(dim=-1, keepdim=True)  # (rows, length, 1)
         grad = grad * (1 / (1 - ctx.p))
         grad_query, grad_key, grad_value = [], torch.zeros_like(key), torch.zeros_like(value)
@@ -102,7 +101,7 @@ class BlockedAttention(torch.autograd.Function):
 def blocked_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, allowed: torch.Tensor, p: float
 ) -> torch.Tensor:
-    """SDPA with `attn_mask=allowed, dropout_p=p` on (batch, n_head, tokens, head_dim) tensors, by `BlockedAttention`."""
+    """SDPA with `attn_mask=allowed, dropout_p=p` on (batch, n_head, tokens, head_dim), by `BlockedAttention`."""
     batch, n_head, length, head_dim = query.shape
 
     def rows(tensor: torch.Tensor) -> torch.Tensor:

@@ -3,14 +3,17 @@
 from pathlib import Path
 
 import torch
-
 from seqrl import SeqrlError
-from seqrl.planners.trajectory.options import PlannerSettings
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
+from seqrl.planners.trajectory.options import PlannerSettings
 
 
 def search_bytes(
-    config: TrajectoryTransformerConfig, settings: PlannerSettings, slots: int, max_tokens: int, cached: bool,
+    config: TrajectoryTransformerConfig,
+    settings: PlannerSettings,
+    slots: int,
+    max_tokens: int,
+    cached: bool,
     itemsize: int,
 ) -> int:
     """Bytes a search over `slots` envs holds at its peak: per beam, its cache, a window's activations, logits."""
@@ -35,8 +38,13 @@ def available_bytes(device: torch.device) -> int:
 
 
 def check_search_memory(
-    config: TrajectoryTransformerConfig, settings: PlannerSettings, slots: int, max_tokens: int, cached: bool,
-    device: torch.device, itemsize: int,
+    config: TrajectoryTransformerConfig,
+    settings: PlannerSettings,
+    slots: int,
+    max_tokens: int,
+    cached: bool,
+    device: torch.device,
+    itemsize: int,
 ) -> None:
     """Refuse, with a one-line error, a search whose estimated memory exceeds what `device` has free."""
     needed = search_bytes(config, settings, slots, max_tokens, cached, itemsize)

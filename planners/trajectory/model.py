@@ -19,12 +19,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from seqrl import SeqrlError
 from seqrl.planners.checkpoint import PretrainedModel
-from seqrl.planners.trajectory.kernels import BitDropout, Linear, blocked_attention
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
+from seqrl.planners.trajectory.kernels import BitDropout, Linear, blocked_attention
+from torch import nn
 
 LayerCache = tuple[torch.Tensor, torch.Tensor]
 
@@ -137,8 +136,14 @@ class CausalSelfAttention(nn.Module):
         return weight.detach(), bias.detach()
 
     def decode(
-        self, x: torch.Tensor, qkv: tuple[torch.Tensor, torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
-        start: int, allowed: torch.Tensor, last_only: bool,
+        self,
+        x: torch.Tensor,
+        qkv: tuple[torch.Tensor, torch.Tensor],
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        start: int,
+        allowed: torch.Tensor,
+        last_only: bool,
     ) -> torch.Tensor:
         """Attention of x (rows, n, n_embd) at positions [start, start + n), its keys and values written into the
         layer's cache buffers (capacity, n_head, tokens, head_dim); `allowed` is (n, start + n). With `last_only`,
@@ -180,8 +185,14 @@ class Block(nn.Module):
         return x, present, weights
 
     def decode(
-        self, x: torch.Tensor, qkv: tuple[torch.Tensor, torch.Tensor], keys: torch.Tensor, values: torch.Tensor,
-        start: int, allowed: torch.Tensor, last_only: bool,
+        self,
+        x: torch.Tensor,
+        qkv: tuple[torch.Tensor, torch.Tensor],
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        start: int,
+        allowed: torch.Tensor,
+        last_only: bool,
     ) -> torch.Tensor:
         """`forward` at inference, writing keys and values into the cache (see `CausalSelfAttention.decode`)."""
         width = x.shape[-1]

@@ -20,14 +20,18 @@ class PlannerSettings(Options):
     n_expand: int = option(2, "Samples per beam per step.", low=1, high=100_000)
     k_obs: int | None = option(1, "Top-k for observation tokens, or none.", low=1, off=True)
     k_act: int | None = option(None, "Top-k for action tokens, or none.", low=1, off=True)
-    cdf_obs: float | None = option(None, "Keep the likeliest observation tokens holding this mass, or none.",
-                                   above=0, high=1, off=True)
-    cdf_act: float | None = option(0.6, "Keep the likeliest action tokens holding this mass, or none.", above=0, high=1,
-                                   off=True)
-    discount: float = option(0.99, "Discount of planned rewards (a checkpoint's default: its training discount).",
-                             above=0, high=1)
-    percentile: str | float = option("mean", "Reward/value estimate: mean or a fraction.", choices=("mean",),
-                                     low=0, high=1)
+    cdf_obs: float | None = option(
+        None, "Keep the likeliest observation tokens holding this mass, or none.", above=0, high=1, off=True
+    )
+    cdf_act: float | None = option(
+        0.6, "Keep the likeliest action tokens holding this mass, or none.", above=0, high=1, off=True
+    )
+    discount: float = option(
+        0.99, "Discount of planned rewards (a checkpoint's default: its training discount).", above=0, high=1
+    )
+    percentile: str | float = option(
+        "mean", "Reward/value estimate: mean or a fraction.", choices=("mean",), low=0, high=1
+    )
     max_context_transitions: int = option(5, "Past transitions the model sees.", low=1, high=1000)
     plan_freq: int = option(1, "Replan every this many steps.", low=1)
     kv_cache: bool = option(True, "Decode with the key/value cache; off, plan as the original, re-encoding the window.")
@@ -35,7 +39,9 @@ class PlannerSettings(Options):
     def check(self) -> None:
         """A plan lasts `horizon` steps, so it must be replanned within them."""
         if self.plan_freq > self.horizon:
-            raise SeqrlError(f"plan_freq {self.plan_freq} exceeds the horizon {self.horizon}; a plan only lasts that long")
+            raise SeqrlError(
+                f"plan_freq {self.plan_freq} exceeds the horizon {self.horizon}; a plan only lasts that long"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,10 +49,14 @@ class TrainArgs(RunArgs):
     """Every option of `seqrl train tt`, with the original recipe as defaults."""
 
     steps: int | None = option(
-        None, "Updates to run (default: the original's budget of 50M windows, 50 epochs of a 1M-step dataset).",
-        low=1, resumable=True,
+        None,
+        "Updates to run (default: the original's budget of 50M windows, 50 epochs of a 1M-step dataset).",
+        low=1,
+        resumable=True,
     )
-    epochs: float | None = option(None, "Passes over the training windows, instead of --steps.", above=0, resumable=True)
+    epochs: float | None = option(
+        None, "Passes over the training windows, instead of --steps.", above=0, resumable=True
+    )
     batch_size: int = option(256, "Windows per update.", low=1, high=1 << 20)
     lr: float = option(6e-4, "Peak AdamW learning rate.", above=0)
     weight_decay: float = option(0.1, "AdamW weight decay, applied to weight matrices only.", low=0)
@@ -67,13 +77,18 @@ class TrainArgs(RunArgs):
     value_weight: float = option(1.0, "Loss weight of value tokens.", low=0)
     sequence_length: int = option(10, "Transitions per training window.", low=1, high=1000)
     n_bins: int = option(100, "Bins (tokens) per dimension.", low=2, high=1 << 15)
-    discretizer: str = option("quantile", "Bin placement: quantile (equal counts, the original) or uniform.",
-                              choices=DISCRETIZERS)
+    discretizer: str = option(
+        "quantile", "Bin placement: quantile (equal counts, the original) or uniform.", choices=DISCRETIZERS
+    )
     discount: float = option(0.99, "Discount of the value-to-go targets.", above=0, high=1)
     termination_penalty: float = option(-100.0, "Reward that replaces the reward of a terminal step.")
     max_path_length: int = option(1000, "Steps of an episode that count in the loss.", low=1)
-    precision: str = option("fp32", "fp32, or bf16: forward passes under bfloat16 autocast (weights stay fp32).",
-                            choices=("fp32", "bf16"), resumable=True)
+    precision: str = option(
+        "fp32",
+        "fp32, or bf16: forward passes under bfloat16 autocast (weights stay fp32).",
+        choices=("fp32", "bf16"),
+        resumable=True,
+    )
 
     def check(self) -> None:
         """--steps and --epochs exclude each other; heads must divide the width."""
@@ -93,7 +108,8 @@ class TrajectoryMeta(CheckpointMeta):
     termination_penalty: float = option(-100.0, "reward that replaced terminal steps' rewards")
     sequence_length: int | None = option(None, "transitions per training window", low=1)
     max_path_length: int | None = option(None, "steps of an episode that counted in the loss", low=1)
-    discretizer: str = option("quantile", "bin placement of discretizer.npz (or of bins fitted to --dataset)",
-                              choices=DISCRETIZERS)
+    discretizer: str = option(
+        "quantile", "bin placement of discretizer.npz (or of bins fitted to --dataset)", choices=DISCRETIZERS
+    )
     n_bins: int | None = option(None, "bins per dimension", low=2)
     planner: dict = option({}, "planner settings this checkpoint plans with unless told otherwise")

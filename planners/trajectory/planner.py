@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from seqrl import SeqrlError
 from seqrl.agents.base import Agent
 from seqrl.planners.checkpoint import file_digest, weights_file
@@ -117,7 +116,12 @@ class TrajectoryPlanner(Agent):
 
     def settings(self) -> dict[str, Any]:
         """Checkpoint, its digest and every effective planner setting, for logs."""
-        return {"agent": self.name, **self.info, **dataclasses.asdict(self.planner_settings), "device": str(self.device)}
+        return {
+            "agent": self.name,
+            **self.info,
+            **dataclasses.asdict(self.planner_settings),
+            "device": str(self.device),
+        }
 
     def state(self, slot: int) -> SlotState:
         """The episode state of `slot`, or an error if `reset` was never called for it."""
@@ -170,15 +174,21 @@ class TrajectoryPlanner(Agent):
 
 
 def reward_value_estimator(bins: Discretizer, percentile: str | float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Map probs (rows, 2, vocab_size + 1) of reward and value tokens to estimates (rows, 2); stop-token mass is dropped."""
+    """Map probs (rows, 2, vocab_size + 1) of reward and value tokens to estimates (rows, 2), without the stop token."""
     if percentile == "mean":
         return lambda probs: bins.expectation(probs[..., :-1])
     return lambda probs: bins.percentile(probs[..., :-1], float(percentile))
 
 
 def load_agent(source: AgentSource) -> TrajectoryPlanner:
-    """The planner of a loaded seqrl or plain HF checkpoint (no bins: fitted to its dataset); settings override its own."""
-    model, directory, meta, dataset, settings = source.model, source.directory, source.meta, source.dataset, source.settings
+    """The planner of a loaded seqrl or plain HF checkpoint (no bins: fitted to its dataset), settings overriding."""
+    model, directory, meta, dataset, settings = (
+        source.model,
+        source.directory,
+        source.meta,
+        source.dataset,
+        source.settings,
+    )
     config = model.config
     discretizer, bins_source = checkpoint_discretizer(directory, meta, dataset, config.vocab_size)
     if discretizer.thresholds.shape != (config.vocab_size + 1, config.transition_dim):
@@ -192,15 +202,21 @@ def load_agent(source: AgentSource) -> TrajectoryPlanner:
     for name in ("k_obs", "k_act"):
         top_k = getattr(planner_settings, name)
         if top_k is not None and top_k > config.vocab_size + 1:
-            raise SeqrlError(f"{name} {top_k} exceeds the {config.vocab_size + 1} tokens of {directory}; lower it or use none")
-    info = {"checkpoint": str(directory), "checkpoint_digest": file_digest(weights_file(directory)), "discretizer": bins_source}
+            raise SeqrlError(
+                f"{name} {top_k} exceeds the {config.vocab_size + 1} tokens of {directory}; lower it or use none"
+            )
+    info = {
+        "checkpoint": str(directory),
+        "checkpoint_digest": file_digest(weights_file(directory)),
+        "discretizer": bins_source,
+    }
     return TrajectoryPlanner(model.to(source.device), discretizer, planner_settings, info)
 
 
 def checkpoint_discretizer(
     directory: Path, meta: TrajectoryMeta, dataset: str | None, n_bins: int
 ) -> tuple[Discretizer, str]:
-    """The checkpoint's `discretizer.npz`, else bins fitted to `dataset` as training fits them; and where they came from."""
+    """The checkpoint's `discretizer.npz`, else bins fitted to `dataset` as training fits them; and their source."""
     if (directory / DISCRETIZER_FILE).exists():
         return Discretizer.load(directory / DISCRETIZER_FILE), str(directory / DISCRETIZER_FILE)
     if dataset is None:
@@ -221,9 +237,17 @@ def info_rows(directory: Path, config: TrajectoryTransformerConfig, meta: Trajec
         Discretizer.load(discretizer)  # a broken file is an error here, not a healthy-looking row
     planner = ", ".join(f"{name} {value}" for name, value in meta.planner.items()) or "the original's"
     return [
-        ("dimensions", f"observation {config.observation_dim}, action {config.action_dim}, transition {config.transition_dim}"),
+        (
+            "dimensions",
+            f"observation {config.observation_dim}, action {config.action_dim}, transition {config.transition_dim}",
+        ),
         ("tokens", f"{config.vocab_size} bins per dimension, block size {config.block_size}"),
-        ("discretizer", f"{meta.discretizer} ({discretizer.name})" if discretizer.exists() else "missing: pass --dataset to build one"),
+        (
+            "discretizer",
+            f"{meta.discretizer} ({discretizer.name})"
+            if discretizer.exists()
+            else "missing: pass --dataset to build one",
+        ),
         ("discount", f"{meta.discount}" if meta.kind else f"{meta.discount} (not recorded; the default)"),
         ("planner defaults", planner),
         ("architecture", f"n_layer {config.n_layer}, n_head {config.n_head}, n_embd {config.n_embd}"),

@@ -9,24 +9,23 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-
 from seqrl.envs.datasets import OfflineDataset
+from seqrl.planners.parallel import launch, needs_launch
+from seqrl.planners.training import (
+    EpochSampler,
+    Trainer,
+    adamw,
+    split_episodes,
+    start_run,
+    training_results,
+    warmup_cosine,
+    warn_short_run,
+)
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 from seqrl.planners.trajectory.data import TokenWindows, episode_transitions, token_windows
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
 from seqrl.planners.trajectory.model import TrajectoryTransformerModel
 from seqrl.planners.trajectory.options import TrainArgs, TrajectoryMeta
-from seqrl.planners.training import (
-    EpochSampler,
-    Trainer,
-    adamw,
-    start_run,
-    training_results,
-    split_episodes,
-    warmup_cosine,
-    warn_short_run,
-)
-from seqrl.planners.parallel import launch, needs_launch
 
 HELD_OUT_WINDOWS = 4096  # held-out windows scored at every evaluation
 REFERENCE_SAMPLES = 50 * 1_000_000  # the original trains for 50 epochs of a 1M-step dataset, whatever its size
@@ -46,7 +45,9 @@ def train_tt(args: TrainArgs) -> dict[str, Any] | None:
     train = token_windows([transitions[i] for i in train_ids], discretizer, args.sequence_length, args.max_path_length)
     held = None  # with --holdout 0 there is no held-out loss
     if len(held_ids):
-        held = token_windows([transitions[i] for i in held_ids], discretizer, args.sequence_length, args.max_path_length)
+        held = token_windows(
+            [transitions[i] for i in held_ids], discretizer, args.sequence_length, args.max_path_length
+        )
 
     config = model_config(args, dataset.obs_dim, dataset.act_dim)
     model = TrajectoryTransformerModel(config).to(device)
@@ -82,7 +83,9 @@ def train_tt(args: TrainArgs) -> dict[str, Any] | None:
         trainer.resume()
     console = Console(quiet=args.quiet, soft_wrap=True)
     if trainer.step >= steps:
-        console.print(f"{out} is already at step {trainer.step:,}; pass a --steps above it to train on", highlight=False)
+        console.print(
+            f"{out} is already at step {trainer.step:,}; pass a --steps above it to train on", highlight=False
+        )
         return trainer.summary
     parameters = sum(p.numel() for p in model.parameters())
     console.print(
@@ -138,7 +141,9 @@ def checkpoint_meta(args: TrainArgs, dataset: OfflineDataset, discretizer: Discr
     )
 
 
-def window_loss(model: TrajectoryTransformerModel, batch: tuple[torch.Tensor, ...], precision: str = "fp32") -> torch.Tensor:
+def window_loss(
+    model: TrajectoryTransformerModel, batch: tuple[torch.Tensor, ...], precision: str = "fp32"
+) -> torch.Tensor:
     """The model's weighted cross-entropy on a batch (x, y, mask) of token windows, in fp32 or under bf16 autocast."""
     x, y, mask = batch
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
