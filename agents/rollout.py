@@ -194,7 +194,7 @@ def _report(
         console.print(f"log: {log}")
     if recorder is not None and recorder.dataset is not None:
         console.print(f"recorded: {recorder.dataset_id} under {record} (MINARI_DATASETS_PATH={record})")
-    if film is not None and film.frames:
+    if film is not None and film.written:
         console.print(f"video: {film.path} (episode {film.episode}, {film.frames} frames)")
     if status:
         kept = (

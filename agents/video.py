@@ -47,6 +47,7 @@ class EpisodeVideo:
         except Exception as error:  # imageio raises a plain RuntimeError/ImportError when ffmpeg is missing
             raise SeqrlError(f"cannot write {path} ({error}); pip install 'seqrl[video]'") from None
         self.frames = 0
+        self.written = False  # the file was finished and holds the frames
 
     def add_frame(self, episodes: list[int]) -> None:
         """Render the env now if the episode being filmed is running in it."""
@@ -83,6 +84,7 @@ class EpisodeVideo:
             raise SeqrlError(f"cannot write --video {self.path} ({first_line(error)}); pick a writable place") from None
         if self.frames and (not self.path.is_file() or self.path.stat().st_size == 0):
             raise SeqrlError(f"--video {self.path} was not written; pick a writable place")
+        self.written = self.frames > 0
 
 
 def first_line(error: Exception) -> str:

@@ -103,3 +103,11 @@ def _worker(local_rank: int, train: Callable[[ArgsT], Any], args: ArgsT, nproc: 
     except SeqrlError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    except SystemExit as stop:
+        if stop.code not in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            raise
+        # stopped by a signal with its checkpoint saved: leave now, as tearing the process group down after the
+        # other ranks left aborts the process ("terminate called without an active exception")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stop.code)
