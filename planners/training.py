@@ -181,10 +181,9 @@ class Trainer:
     tokens_in: Callable[[Batch], int]  # tokens (or samples) a batch counts for the throughput figure
     write_files: Callable[[Path, dict[str, Any]], None]  # model files + metadata into a directory, given `summary`
     grad_clip: float
-    eval_every: int
-    save_every: int
-    quiet: bool = False
-    keep_checkpoints: bool = False  # every save also as out/HISTORY_DIR/step-N
+    options: (
+        RunArgs  # cadence (eval_every, save_every), quiet and keep_checkpoints (every save also as HISTORY_DIR/step-N)
+    )
     step: int = 0  # updates done
     tokens: int = 0
     elapsed: float = 0.0  # seconds spent in `run`, over all sessions
@@ -261,7 +260,7 @@ class Trainer:
         first_step, tick = self.step, session_start
         previous = {number: signal.signal(number, self.on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
         try:
-            with Progress(*columns, disable=self.quiet) as progress:
+            with Progress(*columns, disable=self.options.quiet) as progress:
                 task = progress.add_task("train", total=steps, completed=self.step, status="")
                 while self.step < steps:
                     lr = self.optimizer.param_groups[0]["lr"]
@@ -276,14 +275,14 @@ class Trainer:
                     if self.step - first_step == 20:
                         self.warn_eta((steps - self.step) * seconds / 20, steps)
                     status = f"loss {loss:.4f}  {session_tokens / seconds:,.0f} tok/s"
-                    if self.step % self.eval_every == 0 or self.step == steps:
+                    if self.step % self.options.eval_every == 0 or self.step == steps:
                         self.elapsed += time.perf_counter() - tick
                         tick = time.perf_counter()
                         self.record(lr, self.evaluate(held_out) if self.place.rank == 0 else None)
                     if self.summary.get("held_out_loss") is not None:
                         status += f"  held-out {self.summary['held_out_loss']:.4f}"
                     progress.update(task, completed=self.step, status=status)
-                    if self.step % self.save_every == 0 or self.step == steps:
+                    if self.step % self.options.save_every == 0 or self.step == steps:
                         self.elapsed += time.perf_counter() - tick
                         tick = time.perf_counter()
                         self.save()
@@ -416,7 +415,7 @@ class Trainer:
         """The files of this step: `out` replaced as a whole, and with --keep-checkpoints a copy in its history."""
         metrics = (self.out / METRICS_FILE).read_bytes()
         history = self.out / HISTORY_DIR
-        if self.keep_checkpoints:
+        if self.options.keep_checkpoints:
             with atomic_directory(history / f"step-{self.step}") as staging:
                 self.write_files(staging, self.summary)
         with atomic_directory(self.out) as staging:

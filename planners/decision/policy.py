@@ -146,20 +146,14 @@ class DecisionTransformerPolicy(Agent):
 
 def load_agent(source: AgentSource) -> DecisionTransformerPolicy:
     """The DT policy of a loaded seqrl or plain Hugging Face checkpoint; its settings override the checkpoint's."""
-    model, directory, meta, dataset, settings = (
-        source.model,
-        source.directory,
-        source.meta,
-        source.dataset,
-        source.settings,
-    )
+    model, meta = source.model, source.meta
     config = model.config
     env_id, _, action_space = env_identity(source.env)
     env_id = env_id or meta.env_id
-    state_mean, state_std, stats_source = _state_statistics(directory, meta, dataset, config.state_dim)
-    # the defaults < seqrl.json's "policy" block < `settings`; an unset target return is the paper's for the env
-    stored = PolicySettings.from_dict(meta.policy, f"{directory / META_FILE} policy")
-    policy_settings = dataclasses.replace(stored, **settings)
+    state_mean, state_std, stats_source = _state_statistics(source.directory, meta, source.dataset, config.state_dim)
+    # the defaults < seqrl.json's "policy" block < `source.settings`; an unset target return is the paper's for the env
+    stored = PolicySettings.from_dict(meta.policy, f"{source.directory / META_FILE} policy")
+    policy_settings = dataclasses.replace(stored, **source.settings)
     if policy_settings.target_return is None:
         target = dt_target_return(env_id)
         if target is None:
@@ -171,8 +165,8 @@ def load_agent(source: AgentSource) -> DecisionTransformerPolicy:
             f"{config.n_positions // 3}; lower it"
         )
     info = {
-        "checkpoint": str(directory),
-        "checkpoint_digest": file_digest(weights_file(directory)),
+        "checkpoint": str(source.directory),
+        "checkpoint_digest": file_digest(weights_file(source.directory)),
         "state_statistics": stats_source,
     }
     return DecisionTransformerPolicy(

@@ -90,10 +90,7 @@ def train_dt(args: TrainArgs) -> dict[str, Any] | None:
         tokens_in=lambda batch: 3 * int(batch[4].sum()),  # (return, state, action) tokens of real steps
         write_files=write_files,
         grad_clip=args.grad_clip,
-        eval_every=args.eval_every,
-        save_every=args.save_every,
-        quiet=args.quiet,
-        keep_checkpoints=args.keep_checkpoints,
+        options=args,
     )
     if args.resume:
         trainer.resume()

@@ -182,32 +182,28 @@ def reward_value_estimator(bins: Discretizer, percentile: str | float) -> Callab
 
 def load_agent(source: AgentSource) -> TrajectoryPlanner:
     """The planner of a loaded seqrl or plain HF checkpoint (no bins: fitted to its dataset), settings overriding."""
-    model, directory, meta, dataset, settings = (
-        source.model,
-        source.directory,
-        source.meta,
-        source.dataset,
-        source.settings,
-    )
+    model, meta = source.model, source.meta
     config = model.config
-    discretizer, bins_source = checkpoint_discretizer(directory, meta, dataset, config.vocab_size)
+    discretizer, bins_source = checkpoint_discretizer(source.directory, meta, source.dataset, config.vocab_size)
     if discretizer.thresholds.shape != (config.vocab_size + 1, config.transition_dim):
         raise SeqrlError(
             f"{bins_source} has thresholds of shape {tuple(discretizer.thresholds.shape)} but the model needs "
             f"({config.vocab_size + 1}, {config.transition_dim}); it belongs to another checkpoint"
         )
-    # the original's defaults < the training discount < seqrl.json's "planner" block < `settings`
-    stored = PlannerSettings.from_dict({"discount": meta.discount, **meta.planner}, f"{directory / META_FILE} planner")
-    planner_settings = dataclasses.replace(stored, **settings)
+    # the original's defaults < the training discount < seqrl.json's "planner" block < `source.settings`
+    stored = PlannerSettings.from_dict(
+        {"discount": meta.discount, **meta.planner}, f"{source.directory / META_FILE} planner"
+    )
+    planner_settings = dataclasses.replace(stored, **source.settings)
     for name in ("k_obs", "k_act"):
         top_k = getattr(planner_settings, name)
         if top_k is not None and top_k > config.vocab_size + 1:
             raise SeqrlError(
-                f"{name} {top_k} exceeds the {config.vocab_size + 1} tokens of {directory}; lower it or use none"
+                f"{name} {top_k} exceeds the {config.vocab_size + 1} tokens of {source.directory}; lower it or use none"
             )
     info = {
-        "checkpoint": str(directory),
-        "checkpoint_digest": file_digest(weights_file(directory)),
+        "checkpoint": str(source.directory),
+        "checkpoint_digest": file_digest(weights_file(source.directory)),
         "discretizer": bins_source,
     }
     return TrajectoryPlanner(model.to(source.device), discretizer, planner_settings, info)

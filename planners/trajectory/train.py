@@ -74,10 +74,7 @@ def train_tt(args: TrainArgs) -> dict[str, Any] | None:
         tokens_in=lambda batch: batch[0].numel(),
         write_files=write_files,
         grad_clip=args.grad_clip,
-        eval_every=args.eval_every,
-        save_every=args.save_every,
-        quiet=args.quiet,
-        keep_checkpoints=args.keep_checkpoints,
+        options=args,
     )
     if args.resume:
         trainer.resume()
