@@ -114,9 +114,6 @@ def build(options: type[Options], values: dict[str, Any], **extra: Any) -> Any:
 
 def agent_settings(values: dict[str, Any]) -> dict[str, Any]:
     """The planner and policy flags given (not left unset), with their text read as values."""
-    from seqrl.planners.decision.options import PolicySettings
-    from seqrl.planners.trajectory.options import PlannerSettings
-
     given = {}
     for options in (PlannerSettings, PolicySettings):
         hints = options.type_hints()
@@ -174,7 +171,7 @@ def evaluate(
       seqrl evaluate --env Hopper-v5 --checkpoint 'runs/dt/checkpoints/*' --ray auto --log history.jsonl
     """
     from seqrl.agents.bundled import bundled_methods
-    from seqrl.planners.sweep import SweepSpec, expand_checkpoints, parse_grid, run_sweep
+    from seqrl.planners.sweep import expand_checkpoints, parse_grid, run_sweep
 
     agents = [*agent, *expand_checkpoints([*checkpoint, *(checkpoints or [])])] or bundled_methods(values["env"])[:1]
     status = run_sweep(build(SweepSpec, values, agents=agents or ["random"], grid=parse_grid(set_)))

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Self
 
 from seqrl import SeqrlError
 
+MAX_SEED = 2**32 - 1  # the largest seed every generator involved takes (numpy, torch, MuJoCo envs)
 NONE_WORD = "none"  # how a command line or a file says "off" for an option that may be None
 
 
@@ -206,3 +207,9 @@ class Options:
     def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed, validated again."""
         return dataclasses.replace(self, **changes)
+
+
+def check_seed_range(seed: int, episodes: int) -> None:
+    """Refuse episode seeds `seed .. seed + episodes - 1` that pass `MAX_SEED`."""
+    if seed + episodes - 1 > MAX_SEED:
+        raise SeqrlError(f"--seed {seed} + --episodes {episodes} passes the largest seed {MAX_SEED}; lower --seed")

@@ -12,14 +12,13 @@ from seqrl import SeqrlError, __version__
 from seqrl.agents.base import Agent
 from seqrl.agents.episode_log import EpisodeLog, episode_record, record_result
 from seqrl.agents.loop import EpisodeResult, Step, run_episodes
-from seqrl.agents.options import Options, option
+from seqrl.agents.options import MAX_SEED, Options, check_seed_range, option
 from seqrl.agents.recorder import Recorder, default_record_id
 from seqrl.agents.report import RolloutProgress, summary_table
 from seqrl.agents.video import EpisodeVideo
 from seqrl.envs.make import make_env, make_vector_env
 
 BUILT_IN_AGENTS = ("random", "tt", "dt")  # tt and dt: the checkpoints bundled for the env
-MAX_SEED = 2**32 - 1  # the largest seed every generator involved takes (numpy, torch, MuJoCo envs)
 MAX_EPISODES = 10_000_000
 
 
@@ -96,10 +95,7 @@ class RolloutOptions(Options):
             raise SeqrlError("--record-id names the dataset that --record DIR writes; add --record DIR")
         if self.video is not None and self.num_envs != 1:
             raise SeqrlError("--video films one env; drop --num-envs or set it to 1")
-        if self.seed + self.episodes - 1 > MAX_SEED:
-            raise SeqrlError(
-                f"--seed {self.seed} + --episodes {self.episodes} passes the largest seed {MAX_SEED}; lower --seed"
-            )
+        check_seed_range(self.seed, self.episodes)
 
 
 # Builds the agent to run on an env (one env: its spaces and spec) for these options: the agent, its name for

@@ -18,8 +18,8 @@ from rich.console import Console
 from seqrl import SeqrlError, __version__
 from seqrl.agents.bundled import bundled_checkpoint, bundled_methods
 from seqrl.agents.episode_log import EpisodeLog, episode_record
-from seqrl.agents.options import Options, option
-from seqrl.agents.rollout import MAX_EPISODES, MAX_SEED
+from seqrl.agents.options import MAX_SEED, Options, check_seed_range, option
+from seqrl.agents.rollout import MAX_EPISODES
 from seqrl.agents.sweep_report import SweepProgress, run_key, sweep_table
 from seqrl.planners.workers import (
     Event,
@@ -65,8 +65,7 @@ class SweepSpec(Options):
             raise SeqrlError("--resume continues a log; add --log FILE")
         if not self.agents:
             raise SeqrlError("no agent to evaluate; pass --checkpoint DIR or --agent dt|tt|random")
-        if self.seed + self.episodes - 1 > MAX_SEED:
-            raise SeqrlError(f"--seed {self.seed} + --episodes {self.episodes} passes the largest seed {MAX_SEED}")
+        check_seed_range(self.seed, self.episodes)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from seqrl.agents.options import Options, option
-
-MAX_SEED = 2**32 - 1
+from seqrl.agents.options import MAX_SEED, Options, option
 
 
 @dataclass(frozen=True, kw_only=True)
