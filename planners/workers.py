@@ -233,7 +233,11 @@ class RayPool:
     def __init__(self, setup: WorkerSetup, cluster: str, size: int | None):
         self.ray = import_ray()
         self.setup = setup
-        environment = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+        # Ray renices its workers to 15, which starves them next to any other busy process; run them at the
+        # driver's priority, as local workers run
+        environment = {"RAY_worker_niceness": str(os.nice(0))}
+        if os.environ.get("PYTHONPATH"):
+            environment["PYTHONPATH"] = os.environ["PYTHONPATH"]
         options: dict[str, Any] = {
             "runtime_env": {"env_vars": environment},
             "log_to_driver": False,
