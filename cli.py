@@ -14,6 +14,7 @@ from seqrl.agents.options import InvalidOption, Options, convert, parse_text, sp
 from seqrl.agents.rollout import RolloutOptions
 from seqrl.planners.decision.options import PolicySettings
 from seqrl.planners.decision.options import TrainArgs as DecisionTrainArgs
+from seqrl.planners.importing import ImportOptions
 from seqrl.planners.sweep import SweepSpec
 from seqrl.planners.trajectory.options import PlannerSettings
 from seqrl.planners.trajectory.options import TrainArgs as TrajectoryTrainArgs
@@ -296,6 +297,22 @@ def train_dt(**values: Any) -> None:
     train(build(DecisionTrainArgs, values))
 
 
+def import_checkpoint(source: str, **values: Any) -> None:
+    """Write a complete seqrl checkpoint directory from a plain one plus what it lacks, to run offline afterwards.
+
+    Examples:
+
+      seqrl import hf:edbeeching/decision-transformer-gym-hopper-medium --out checkpoints/dt-hopper-medium
+
+      seqrl import hf:ORG/NAME --out checkpoints/dt --state-statistics stats.json --target-return 1800
+
+      seqrl import runs/plain-tt --out checkpoints/tt --dataset zoo/hopper/medium-v0
+    """
+    from seqrl.planners.importing import import_checkpoint as run
+
+    Console(highlight=False).print(run(build(ImportOptions, values, source=source, settings=agent_settings(values))))
+
+
 def option_parameter(name: str, *names: str, help: str) -> inspect.Parameter:
     """A repeatable text option of a command (its values arrive as a list)."""
     info = typer.Option([], *names, help=help.replace("[", "\\["))
@@ -333,7 +350,19 @@ rollout_parameters = [
     *typer_parameters(PlannerSettings, TT_PANEL),
     *typer_parameters(PolicySettings, DT_PANEL),
 ]
+import_parameters = [
+    inspect.Parameter(
+        "source",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=str,
+        default=typer.Argument(..., help="Plain checkpoint directory, or hf:ORG/NAME\\[@REVISION] (hub)."),
+    ),
+    *typer_parameters(ImportOptions),
+    *typer_parameters(PlannerSettings, TT_PANEL),
+    *typer_parameters(PolicySettings, DT_PANEL),
+]
 app.command("rollout")(command_from(rollout, rollout_parameters))
+app.command("import")(command_from(import_checkpoint, import_parameters))
 app.command("evaluate")(command_from(evaluate, evaluate_parameters))
 train_app.command("tt")(command_from(train_tt, typer_parameters(TrajectoryTrainArgs)))
 train_app.command("dt")(command_from(train_dt, typer_parameters(DecisionTrainArgs)))

@@ -67,6 +67,14 @@ class RolloutOptions(Options):
         None, "Checkpoint directory, bundled:NAME or hf:ORG/NAME[@REVISION] of a TT planner or DT policy."
     )
     dataset: str | None = option(None, "Dataset the checkpoint agent takes its statistics from, if it needs one.")
+    state_mean: str | None = option(
+        None,
+        "DT state means, comma-separated, one per observation dimension (with --state-std); override the checkpoint's.",
+    )
+    state_std: str | None = option(None, "DT state standard deviations, comma-separated (with --state-mean).")
+    state_statistics: Path | None = option(
+        None, 'JSON file {"state_mean": [...], "state_std": [...]} of DT state statistics; overrides the checkpoint\'s.'
+    )
     episodes: int = option(10, "Episodes to run; episode i uses seed SEED + i.", low=1, high=MAX_EPISODES)
     seed: int = option(0, "Seed of episode 0 (env reset and the agent's random stream).", low=0, high=MAX_SEED)
     max_steps: int | None = option(
@@ -89,6 +97,9 @@ class RolloutOptions(Options):
             raise SeqrlError("--agent and --checkpoint both given; pick one")
         if self.dataset is not None and self.checkpoint is None:
             raise SeqrlError("--dataset applies to --checkpoint agents; drop it or add --checkpoint DIR")
+        given = (self.state_mean, self.state_std, self.state_statistics)
+        if any(value is not None for value in given) and self.checkpoint is None:
+            raise SeqrlError("state statistics apply to --checkpoint agents; drop them or add --checkpoint DIR")
         if self.resume and self.log is None:
             raise SeqrlError("--resume continues a log; add --log FILE")
         if self.record_id is not None and self.record is None:

@@ -7,6 +7,11 @@ from seqrl import SeqrlError
 HUB_PREFIX = "hf:"
 
 
+def hub_repo_id(spec: str) -> str | None:
+    """ORG/NAME of a checkpoint given as `hf:ORG/NAME[@REVISION]`; None for any other checkpoint."""
+    return spec.removeprefix(HUB_PREFIX).partition("@")[0] if spec.startswith(HUB_PREFIX) else None
+
+
 def download_checkpoint(repo: str) -> Path:
     """The local snapshot of hub checkpoint `ORG/NAME[@REVISION]`: fetched, or from the HF cache when offline."""
     repo_id, _, revision = repo.partition("@")

@@ -14,6 +14,7 @@ from seqrl.agents.random import RandomAgent
 from seqrl.agents.rollout import RolloutOptions
 from seqrl.envs.make import check_box_spaces, env_identity
 from seqrl.planners.decision.options import DecisionMeta, PolicySettings
+from seqrl.planners.decision.statistics import StateStatistics, given_statistics
 from seqrl.planners.metadata import CONFIG_FILE, CheckpointMeta, read_json
 from seqrl.planners.trajectory.options import PlannerSettings, TrajectoryMeta
 
@@ -27,6 +28,8 @@ class AgentSource:
     env: gym.Env  # checked to fit the model's observation and action sizes
     meta: CheckpointMeta  # the method's subclass
     dataset: str | None  # where statistics or bins come from when the checkpoint lacks them
+    statistics: StateStatistics | None  # a DT's state statistics given by the user, overriding the checkpoint's
+    hub_id: str | None  # ORG/NAME when loaded from the hub, for what its authors published beside it
     device: Any  # torch.device to run on
     settings: dict[str, Any]  # agent settings that override the checkpoint's
 
@@ -48,6 +51,14 @@ class Method:
         """The model class (imports torch on first use)."""
         module, name = self.model_path.split(":")
         return getattr(import_module(module), name)
+
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """Refuse settings that are not this method's agent settings (a one-line error naming the flags)."""
+        unknown = sorted(set(settings) - set(self.settings.field_names()))
+        if unknown:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in unknown)
+            takes = ", ".join(f"--{name.replace('_', '-')}" for name in self.settings.field_names())
+            raise SeqrlError(f"{flags}: not a setting of {self.title} agents (they take {takes}); drop it")
 
     def code(self) -> Any:
         """The module with the method's `load_agent` and `info_rows`."""
@@ -98,21 +109,25 @@ def method_named(kind: str) -> Method:
 
 
 def load_agent(
-    checkpoint: str | Path, env: gym.Env, dataset: str | None = None, device: str = "cpu", **settings: Any
+    checkpoint: str | Path,
+    env: gym.Env,
+    dataset: str | None = None,
+    device: str = "cpu",
+    statistics: StateStatistics | None = None,
+    **settings: Any,
 ) -> Agent:
     """The agent a checkpoint directory (or hub id) defines, checked against `env`; `settings` override its defaults."""
     from seqrl.planners.checkpoint import resolve_checkpoint
     from seqrl.planners.device import resolve_device
+    from seqrl.planners.hub import hub_repo_id
 
     env_id, observation_space, action_space = env_identity(env)
     check_box_spaces(observation_space, action_space, env_id or "the env")
     directory = resolve_checkpoint(checkpoint)
     method = method_of(directory)
-    unknown = sorted(set(settings) - set(method.settings.field_names()))
-    if unknown:
-        flags = ", ".join(f"--{name.replace('_', '-')}" for name in unknown)
-        takes = ", ".join(f"--{name.replace('_', '-')}" for name in method.settings.field_names())
-        raise SeqrlError(f"{flags}: not a setting of {method.title} agents (they take {takes}); drop it")
+    method.check_settings(settings)
+    if statistics is not None and method.kind != "dt":
+        raise SeqrlError(f"{statistics.source}: state statistics apply to Decision Transformers, not {method.title}s")
     meta = method.meta.read(directory)
     model = method.model_class().from_pretrained(directory)
     env_id, observation_space, action_space = env_identity(env)
@@ -124,7 +139,8 @@ def load_agent(
             f"{env_id or 'the env'} has {env_dims[0]} and {env_dims[1]}; "
             "pass the env it was trained on"
         )
-    source = AgentSource(model, directory, env, meta, dataset, resolve_device(device), settings)
+    hub_id = hub_repo_id(str(checkpoint))
+    source = AgentSource(model, directory, env, meta, dataset, statistics, hub_id, resolve_device(device), settings)
     return method.code().load_agent(source)
 
 
@@ -145,7 +161,8 @@ def choose_agent(env: gym.Env, options: RolloutOptions) -> tuple[Agent, str, str
     set_threads(options.threads)
     if options.checkpoint is not None or bundled is not None:
         source = options.checkpoint if options.checkpoint is not None else str(bundled)
-        agent = load_agent(source, env, dataset=options.dataset, device=options.device, **options.settings)
+        statistics = given_statistics(options.state_mean, options.state_std, options.state_statistics)
+        agent = load_agent(source, env, options.dataset, options.device, statistics, **options.settings)
         name = options.checkpoint if options.checkpoint is not None else f"bundled:{bundled.name}"
         return agent, name, f"agent: {agent.name} from {name}"
     if options.settings:

@@ -16,6 +16,8 @@ from seqrl.planners.checkpoint import file_digest, weights_file
 from seqrl.planners.decision.config import DecisionTransformerConfig
 from seqrl.planners.decision.model import DecisionTransformerModel
 from seqrl.planners.decision.options import DecisionMeta, PolicySettings
+from seqrl.planners.decision.published import published_meta
+from seqrl.planners.decision.statistics import StateStatistics
 from seqrl.planners.metadata import META_FILE
 from seqrl.planners.registry import AgentSource
 
@@ -146,19 +148,13 @@ class DecisionTransformerPolicy(Agent):
 
 def load_agent(source: AgentSource) -> DecisionTransformerPolicy:
     """The DT policy of a loaded seqrl or plain Hugging Face checkpoint; its settings override the checkpoint's."""
-    model, meta = source.model, source.meta
-    config = model.config
+    model, config = source.model, source.model.config
     env_id, _, action_space = env_identity(source.env)
+    meta, published = published_meta(source.meta, source.hub_id)  # a public checkpoint: its authors' numbers
     env_id = env_id or meta.env_id
-    state_mean, state_std, stats_source = _state_statistics(source.directory, meta, source.dataset, config.state_dim)
-    # the defaults < seqrl.json's "policy" block < `source.settings`; an unset target return is the paper's for the env
-    stored = PolicySettings.from_dict(meta.policy, f"{source.directory / META_FILE} policy")
-    policy_settings = dataclasses.replace(stored, **source.settings)
-    if policy_settings.target_return is None:
-        target = dt_target_return(env_id)
-        if target is None:
-            raise SeqrlError(f"no default target return for {env_id}; pass --target-return")
-        policy_settings = dataclasses.replace(policy_settings, target_return=target)
+    statistics = state_statistics(source.directory, meta, published, source.statistics, source.dataset)
+    statistics = statistics.checked(config.state_dim, f"{env_id or 'the env'}'s observation")
+    policy_settings = policy_defaults(source.directory, meta, env_id, source.settings)
     if 3 * policy_settings.context_length > config.n_positions:
         raise SeqrlError(
             f"context length {policy_settings.context_length} is over n_positions/3 = "
@@ -167,36 +163,46 @@ def load_agent(source: AgentSource) -> DecisionTransformerPolicy:
     info = {
         "checkpoint": str(source.directory),
         "checkpoint_digest": file_digest(weights_file(source.directory)),
-        "state_statistics": stats_source,
+        "state_statistics": statistics.source,
     }
     return DecisionTransformerPolicy(
-        model.to(source.device), state_mean, state_std, action_space, policy_settings, info
+        model.to(source.device), statistics.mean, statistics.std, action_space, policy_settings, info
     )
 
 
-def _state_statistics(
-    directory: Path, meta: DecisionMeta, dataset: str | None, state_dim: int
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """State mean and std stored in seqrl.json, else those of `dataset`; and where they came from."""
+def policy_defaults(
+    directory: Path, meta: DecisionMeta, env_id: str | None, settings: dict[str, Any]
+) -> PolicySettings:
+    """The defaults < seqrl.json's "policy" block < `settings`; an unset target return is the paper's for the env."""
+    stored = PolicySettings.from_dict(meta.policy, f"{directory / META_FILE} policy")
+    policy_settings = dataclasses.replace(stored, **settings)
+    if policy_settings.target_return is None:
+        target = dt_target_return(env_id)
+        if target is None:
+            raise SeqrlError(f"no default target return for {env_id}; pass --target-return")
+        policy_settings = dataclasses.replace(policy_settings, target_return=target)
+    return policy_settings
+
+
+def state_statistics(
+    directory: Path, meta: DecisionMeta, published: str | None, given: StateStatistics | None, dataset: str | None
+) -> StateStatistics:
+    """The `given` statistics, else those in `meta` (seqrl.json's, or those `published` there), else `dataset`'s."""
+    if given is not None:
+        return given
     if meta.state_mean is not None and meta.state_std is not None:
-        mean, std, source = np.asarray(meta.state_mean), np.asarray(meta.state_std), str(directory / META_FILE)
-    elif dataset is not None:
+        where = f"published at {published}" if published else str(directory / META_FILE)
+        return StateStatistics(np.asarray(meta.state_mean, np.float32), np.asarray(meta.state_std, np.float32), where)
+    if dataset is not None:
         from seqrl.envs.datasets import load_dataset
 
         data = load_dataset(dataset)
-        mean, std, source = data.observation_mean, data.observation_std, dataset
-    else:
-        raise SeqrlError(
-            f"{directory} stores no state normalization statistics (a plain Hugging Face checkpoint?); "
-            "pass --dataset with the dataset the model was trained on"
-        )
-    if mean.shape != (state_dim,) or std.shape != (state_dim,):
-        raise SeqrlError(
-            f"state statistics from {source} have {mean.size} dims but the model has state_dim {state_dim}"
-        )
-    if not (std > 0).all():
-        raise SeqrlError(f"state statistics from {source} hold non-positive standard deviations; retrain or fix them")
-    return mean.astype(np.float32), std.astype(np.float32), source
+        mean, std = data.observation_mean.astype(np.float32), data.observation_std.astype(np.float32)
+        return StateStatistics(mean, std, dataset)
+    raise SeqrlError(
+        f"{directory} stores no state normalization statistics (a plain Hugging Face checkpoint?); "
+        "pass --state-mean/--state-std, --state-statistics FILE.json or --dataset with the model's training data"
+    )
 
 
 def info_rows(directory: Path, config: DecisionTransformerConfig, meta: DecisionMeta) -> list[tuple[str, str]]:
@@ -206,7 +212,12 @@ def info_rows(directory: Path, config: DecisionTransformerConfig, meta: Decision
     target = "paper default for the env" if policy["target_return"] is None else str(policy["target_return"])
     return [
         ("dimensions", f"state {config.state_dim}, action {config.act_dim}, max episode length {config.max_ep_len}"),
-        ("state statistics", "stored" if meta.state_mean is not None else "missing: pass --dataset at rollout"),
+        (
+            "state statistics",
+            "stored"
+            if meta.state_mean is not None
+            else "missing: pass --state-mean/--state-std, --state-statistics or --dataset",
+        ),
         ("target return", target),
         ("return scale", str(policy["return_scale"])),
         ("context length", str(policy["context_length"])),

@@ -217,7 +217,8 @@ def checkpoint_discretizer(
         return Discretizer.load(directory / DISCRETIZER_FILE), str(directory / DISCRETIZER_FILE)
     if dataset is None:
         raise SeqrlError(
-            f"{directory} has no {DISCRETIZER_FILE}; pass --dataset ID (the data the model was trained on) to fit one"
+            f"{directory} has no {DISCRETIZER_FILE} (plain TT checkpoints such as CarlCochet/trajectory-transformer-* "
+            "ship no bins); pass --dataset ID (the data the model was trained on) to fit them"
         )
     from seqrl.envs.datasets import load_dataset
 
