@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from seqrl.envs.families import Reference
 
 
 class Agent(ABC):
@@ -16,6 +17,7 @@ class Agent(ABC):
     """
 
     name: str = "agent"
+    reference: Reference | None = None  # what normalized scores are relative to (None: D4RL's for the env)
 
     @abstractmethod
     def reset(self, seed: int | None = None, slot: int = 0) -> None:

@@ -26,6 +26,7 @@ def episode_record(env_id: str, agent: str, result: EpisodeResult, config: dict[
         "return": result.episode_return,
         "length": result.length,
         "normalized_score": result.normalized_score,
+        "reference": result.reference,
         "terminated": result.terminated,
         "truncated": result.truncated,
         "wall_time_s": result.wall_time_s,
@@ -44,6 +45,7 @@ def record_result(record: dict[str, Any]) -> EpisodeResult:
         terminated=record["terminated"],
         truncated=record["truncated"],
         wall_time_s=record["wall_time_s"],
+        reference=record.get("reference"),  # absent from older logs, whose scores are D4RL's
     )
 
 

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from seqrl import SeqrlError
 from seqrl.agents.base import Agent
-from seqrl.envs.families import normalized_score
+from seqrl.envs.families import d4rl_reference
 from seqrl.envs.make import env_identity, make_env, make_vector_env
 
 
@@ -25,6 +25,7 @@ class EpisodeResult:
     terminated: bool
     truncated: bool
     wall_time_s: float  # from the episode's reset to its last step
+    reference: str | None = None  # source of the score's reference returns: "minari:<dataset id>" or "d4rl:<family>"
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Step:
     terminations: np.ndarray  # (N,) bool
     truncations: np.ndarray  # (N,) bool, the max_steps cap included
     returns: np.ndarray  # (N,) each episode's return so far
+    infos: list[dict]  # (N,) the info each slot's env returned for this step
+    start_infos: list[dict]  # (N,) the info of each slot's episode reset
 
 
 class _OneEnv:
@@ -49,13 +52,18 @@ class _OneEnv:
         self.num_slots = 1
         self.observation_space = env.observation_space
 
-    def reset(self, slots: list[int], seeds: list[int]) -> np.ndarray:
-        observation, _ = self.env.reset(seed=seeds[0])
-        return observation[None]
+    def reset(self, slots: list[int], seeds: list[int]) -> tuple[np.ndarray, list[dict]]:
+        observation, info = self.env.reset(seed=seeds[0])
+        return observation[None], [info]
 
     def step(self, actions: np.ndarray, slots: list[int]) -> tuple[np.ndarray, ...]:
-        observation, reward, terminated, truncated, _ = self.env.step(actions[0])
-        return observation[None], np.array([reward]), np.array([terminated]), np.array([truncated])
+        observation, reward, terminated, truncated, info = self.env.step(actions[0])
+        return observation[None], np.array([reward]), np.array([terminated]), np.array([truncated]), [info]
+
+
+def _slot_infos(infos: dict, slots: list[int]) -> list[dict]:
+    """Split a vector env's info (key -> (K,) values, "_key" -> (K,) mask) into one dict per slot."""
+    return [{key: infos[key][slot] for key in infos if key[:1] != "_" and infos[f"_{key}"][slot]} for slot in slots]
 
 
 class _ManyEnvs:
@@ -69,15 +77,15 @@ class _ManyEnvs:
         self.idle_actions = np.zeros((self.num_slots, *space.shape), space.dtype).clip(space.low, space.high)
         self.needs_reset = np.ones(self.num_slots, dtype=bool)  # sub-envs never reset, or ended since
 
-    def reset(self, slots: list[int], seeds: list[int]) -> np.ndarray:
+    def reset(self, slots: list[int], seeds: list[int]) -> tuple[np.ndarray, list[dict]]:
         mask = self.needs_reset.copy()  # idle sub-envs that need it come along, unseeded
         mask[slots] = True
         all_seeds: list[int | None] = [None] * self.num_slots
         for slot, seed in zip(slots, seeds):
             all_seeds[slot] = seed
-        observations, _ = self.envs.reset(seed=all_seeds, options={"reset_mask": mask})
+        observations, infos = self.envs.reset(seed=all_seeds, options={"reset_mask": mask})
         self.needs_reset[:] = False
-        return observations[slots]
+        return observations[slots], _slot_infos(infos, slots)
 
     def step(self, actions: np.ndarray, slots: list[int]) -> tuple[np.ndarray, ...]:
         if self.needs_reset.any():  # idle sub-envs that ended: the vector env steps every sub-env, so restart them
@@ -85,9 +93,9 @@ class _ManyEnvs:
             self.needs_reset[:] = False
         all_actions = self.idle_actions.copy()  # (K, act_dim)
         all_actions[slots] = actions
-        observations, rewards, terminations, truncations, _ = self.envs.step(all_actions)
+        observations, rewards, terminations, truncations, infos = self.envs.step(all_actions)
         self.needs_reset = terminations | truncations
-        return observations[slots], rewards[slots], terminations[slots], truncations[slots]
+        return observations[slots], rewards[slots], terminations[slots], truncations[slots], _slot_infos(infos, slots)
 
 
 def check_finite(
@@ -119,6 +127,7 @@ def run_episodes(
     """Run the given episode indices (episode i with seed `seed + i`), yielding each result as it ends."""
     envs = _ManyEnvs(env) if isinstance(env, gym.vector.VectorEnv) else _OneEnv(env)
     env_id, _, action_space = env_identity(env)
+    reference = agent.reference or d4rl_reference(env_id)
     if max_steps is not None and max_steps < 1:
         raise SeqrlError(f"max_steps {max_steps} must be at least 1 (or None for the env's own limit)")
     action_shape = action_space.shape
@@ -128,6 +137,7 @@ def run_episodes(
     returns = [0.0] * slot_count
     lengths = [0] * slot_count
     started = [0.0] * slot_count
+    start_infos: list[dict] = [{}] * slot_count
 
     def start(slots: list[int]) -> dict[int, np.ndarray]:
         """Give each of `slots` its next pending episode; return the first observation of each started one."""
@@ -138,7 +148,7 @@ def run_episodes(
             return {}
         seeds = [seed + episode_in[slot] for slot in starting]
         now = time.perf_counter()
-        first_observations = envs.reset(starting, seeds)  # (len(starting), obs_dim)
+        first_observations, infos = envs.reset(starting, seeds)  # (len(starting), obs_dim)
         check_finite(
             first_observations,
             "the reset observation",
@@ -147,8 +157,8 @@ def run_episodes(
             [0] * len(starting),
             ENV_FIX,
         )
-        for slot, episode_seed in zip(starting, seeds):
-            started[slot], returns[slot], lengths[slot] = now, 0.0, 0
+        for slot, episode_seed, info in zip(starting, seeds, infos):
+            started[slot], returns[slot], lengths[slot], start_infos[slot] = now, 0.0, 0, info
             agent.reset(seed=episode_seed, slot=slot)
         return dict(zip(starting, first_observations))
 
@@ -165,7 +175,7 @@ def run_episodes(
                 f"{(len(active), *action_shape)} for {len(active)} slot(s)"
             )
         check_finite(actions, "the action", episodes_now, active, steps_now, AGENT_FIX)
-        next_observations, rewards, terminations, truncations = envs.step(actions, active)
+        next_observations, rewards, terminations, truncations, infos = envs.step(actions, active)
         check_finite(rewards, "the reward", episodes_now, active, steps_now, ENV_FIX)
         check_finite(next_observations, "the observation", episodes_now, active, steps_now, ENV_FIX)
         agent.observe_batch(rewards, active)
@@ -189,6 +199,8 @@ def run_episodes(
                     terminations,
                     truncations,
                     returns_now,
+                    infos,
+                    [start_infos[slot] for slot in active],
                 )
             )
         observations = next_observations
@@ -202,10 +214,11 @@ def run_episodes(
                 seed=seed + episode_in[slot],
                 episode_return=returns[slot],
                 length=lengths[slot],
-                normalized_score=normalized_score(env_id, returns[slot]),
+                normalized_score=None if reference is None else reference.score(returns[slot]),
                 terminated=bool(terminations[j]),
                 truncated=bool(truncations[j]),
                 wall_time_s=now - started[slot],
+                reference=None if reference is None else reference.source,
             )
         rows = {slot: observations[j] for j, slot in enumerate(active) if j not in ended}
         rows.update(start([active[j] for j in ended]))

@@ -66,7 +66,9 @@ def _number(value: float | None, digits: int = 1) -> str:
 
 def summary_table(results: list[EpisodeResult], title: str) -> Table:
     """A row per episode (first and last ones of long runs), then mean, sample std, min and max of each column."""
-    table = Table(title=title, caption="score: D4RL normalized return", box=box.SIMPLE_HEAD, pad_edge=False)
+    references = sorted({r.reference or "d4rl" for r in results if r.normalized_score is not None})
+    caption = f"score: normalized return (reference returns: {', '.join(references) or 'none'})"
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("episode", "seed", "return", "length", "score", "end", "time s"):
         table.add_column(name, justify="left" if name == "end" else "right", no_wrap=True)
     ordered = sorted(results, key=lambda result: result.episode)

@@ -143,7 +143,15 @@ def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
             console.print(f"resuming: {len(results)} of {episodes} episodes are already in {log}")
         if options.record is not None:
             record_id = options.record_id or default_record_id(env_id)
-            recorder = Recorder(options.record, record_id, single_env, name, resume=options.resume)
+            recorder = Recorder(
+                options.record,
+                record_id,
+                single_env,
+                name,
+                resume=options.resume,
+                max_steps=options.max_steps,
+                reference=runner.reference,
+            )
         progress = RolloutProgress(episodes, len(results), Console(stderr=True), disable=options.quiet)
 
         pending = [episode for episode in range(episodes) if episode not in done]

@@ -5,13 +5,14 @@ import json
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
 from seqrl import SeqrlError
-from seqrl.envs.families import normalized_score
+from seqrl.envs.families import Reference, d4rl_reference
 from seqrl.envs.make import check_box_spaces
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
@@ -48,6 +49,7 @@ class OfflineDataset:
     episodes: list[Episode]
     sources: list[str]
     env_id: str | None
+    reference: Reference | None = None  # its own reference returns (Minari's ref scores); None: D4RL's for env_id
 
     @property
     def obs_dim(self) -> int:
@@ -85,12 +87,14 @@ class OfflineDataset:
         return (self._all_observations().std(axis=0) + 1e-6).astype(np.float32)
 
     def stats(self) -> dict:
-        """JSON-able summary: sizes, returns, lengths, normalized score and observation moments."""
+        """JSON-able summary: sizes, returns, lengths, normalized score (and its reference) and observation moments."""
         returns, lengths = self.returns, self.lengths
-        scores = [normalized_score(self.env_id, r) for r in returns] if self.env_id else [None]
+        reference = self.reference or d4rl_reference(self.env_id)
+        scores = [reference.score(r) for r in returns] if reference else [None]
         return {
             "sources": self.sources,
             "env_id": self.env_id,
+            "reference": reference.source if reference else None,
             "episodes": len(self.episodes),
             "steps": self.num_steps,
             "obs_dim": self.obs_dim,
@@ -122,14 +126,17 @@ def local_dataset_ids(root: Path) -> list[str]:
     return sorted(path.parents[1].relative_to(root).as_posix() for path in root.glob("**/data/metadata.json"))
 
 
-def load_dataset(spec: str) -> OfflineDataset:
-    """Load comma-separated sources (Minari ids or directories, D4RL .hdf5 files, DT .pkl files) as one dataset."""
+def load_dataset(spec: str, download: bool = False) -> OfflineDataset:
+    """Load comma-separated sources (Minari ids or directories, D4RL .hdf5 files, DT .pkl files) as one dataset.
+
+    A Minari id that is not under the datasets root is downloaded from Minari's remote when `download` is set.
+    """
     sources = [part.strip() for part in spec.split(",") if part.strip()]
     if not sources:
         raise SeqrlError("no dataset given: pass a Minari dataset id or directory, a D4RL .hdf5 file or a DT .pkl file")
     episodes, env_ids, dims = [], {}, {}
     for source in sources:
-        source_episodes, env_id = _load_source(source)
+        source_episodes, env_id = _load_source(source, download)
         if not source_episodes:
             raise SeqrlError(f"{source} holds no episodes: pick a dataset with data in it")
         dims[source] = _dims(source, source_episodes)
@@ -142,10 +149,61 @@ def load_dataset(spec: str) -> OfflineDataset:
     if len(set(env_ids.values())) > 1:
         listing = ", ".join(f"{s} ({e})" for s, e in env_ids.items())
         raise SeqrlError(f"datasets come from different envs: {listing}; combine datasets of one env")
-    return OfflineDataset(episodes, sources, next(iter(env_ids.values()), None))
+    return OfflineDataset(episodes, sources, next(iter(env_ids.values()), None), dataset_reference(spec))
 
 
-def _load_source(source: str) -> tuple[list[Episode], str | None]:
+def dataset_reference(spec: str) -> Reference | None:
+    """The ref_min_score/ref_max_score of the first local Minari dataset in `spec` that has them (metadata only)."""
+    for source in (part.strip() for part in spec.split(",") if part.strip()):
+        data_path = _minari_data_path(source)
+        fields = _minari_metadata(data_path) if data_path is not None else None
+        low, high = (fields.get("ref_min_score"), fields.get("ref_max_score")) if fields else (None, None)
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (low, high))
+        if numbers and np.isfinite([low, high]).all() and low != high:
+            return Reference(float(low), float(high), f"minari:{fields.get('dataset_id') or source}")
+    return None
+
+
+def _minari_data_path(source: str) -> Path | None:
+    """The data/ directory a Minari directory or id (under the datasets root) names, if there is one."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path if path.name == "data" else path / "data"
+    if path.is_file():
+        return None
+    data_path = datasets_root() / source / "data"
+    return data_path if data_path.is_dir() else None
+
+
+def _minari_metadata(data_path: Path) -> dict | None:
+    """The JSON object in data/metadata.json, or None when it is missing, too large or not a JSON object."""
+    metadata = data_path / "metadata.json"
+    try:
+        fields = json.loads(metadata.read_bytes()) if metadata.stat().st_size <= MAX_METADATA_BYTES else None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return fields if isinstance(fields, dict) and fields else None
+
+
+def download_minari_dataset(dataset_id: str) -> None:
+    """Download a Minari dataset from Minari's remote (MINARI_REMOTE) into the datasets root, or a one-line error."""
+    import minari
+
+    remote = os.environ.get("MINARI_REMOTE", "hf://farama-minari")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # minari's "a newer version exists" notes
+            minari.download_dataset(dataset_id)
+    except OSError as error:  # requests' and huggingface_hub's connection and HTTP errors are OSErrors
+        raise SeqrlError(
+            f"cannot download {dataset_id}: the Minari remote {remote} is unreachable ({type(error).__name__}); "
+            f"connect to the network, or copy the dataset into {datasets_root()}"
+        ) from None
+    except (ValueError, KeyError) as error:  # not on the remote, no version for this minari, or a bad MINARI_REMOTE
+        raise SeqrlError(f"cannot download {dataset_id} from {remote}: {_first_line(error)}") from None
+
+
+def _load_source(source: str, download: bool = False) -> tuple[list[Episode], str | None]:
     path = Path(source).expanduser()
     if path.is_file():
         if path.suffix in (".hdf5", ".h5"):
@@ -164,7 +222,14 @@ def _load_source(source: str) -> tuple[list[Episode], str | None]:
     close = difflib.get_close_matches(source, local_dataset_ids(root) if root.is_dir() else [], n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     minari_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)*-v\d+", source)  # namespace/name-v0: maybe on Minari's servers
-    remote = f", or fetch it with `minari download {source}`" if minari_id else ""
+    if minari_id and download:
+        download_minari_dataset(source)
+        return _read_minari(root / source / "data")
+    remote = (
+        f", or fetch it with `MINARI_DATASETS_PATH={root} minari download {source}` (or add --download)"
+        if minari_id
+        else ""
+    )
     raise SeqrlError(
         f"no dataset {source!r}: not a file, a directory or a Minari dataset under {root}; {hint}"
         f"set MINARI_DATASETS_PATH (or --datasets-root) to the Minari datasets root, or pass a path{remote}"
@@ -179,11 +244,7 @@ def _read_minari(data_path: Path) -> tuple[list[Episode], str | None]:
             f"{data_path.parent}: not a Minari dataset (no data/metadata.json); pass a Minari dataset directory or id"
         )
     metadata = data_path / "metadata.json"
-    try:
-        fields = json.loads(metadata.read_bytes()) if metadata.stat().st_size <= MAX_METADATA_BYTES else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        fields = None
-    if not isinstance(fields, dict) or not fields:
+    if _minari_metadata(data_path) is None:
         raise SeqrlError(f"{metadata} is empty, too large or not a JSON object; re-create or re-download the dataset")
     try:
         dataset = minari.MinariDataset(data_path)

@@ -30,12 +30,31 @@ def family_of(env_id: str | None) -> EnvFamily | None:
     return FAMILIES.get(env_family(env_id)) if env_id else None
 
 
-def normalized_score(env_id: str | None, episode_return: float) -> float | None:
-    """`100 * (R - random) / (expert - random)` with D4RL's references, or None for envs without them."""
+@dataclass(frozen=True)
+class Reference:
+    """The returns a normalized score of 0 and 100 stand for, and where they come from."""
+
+    min_return: float
+    max_return: float
+    source: str  # "minari:<dataset id>" (the dataset's ref_min_score/ref_max_score) or "d4rl:<family>"
+
+    def score(self, episode_return: float) -> float:
+        """`100 * (R - min) / (max - min)`: minari.get_normalized_score times 100."""
+        return 100.0 * (float(episode_return) - self.min_return) / (self.max_return - self.min_return)
+
+
+def d4rl_reference(env_id: str | None) -> Reference | None:
+    """D4RL's random and expert returns of the env's family, or None for envs without them."""
     family = family_of(env_id)
     if family is None:
         return None
-    return 100.0 * (float(episode_return) - family.random_return) / (family.expert_return - family.random_return)
+    return Reference(family.random_return, family.expert_return, f"d4rl:{env_family(env_id)}")
+
+
+def normalized_score(env_id: str | None, episode_return: float) -> float | None:
+    """`100 * (R - random) / (expert - random)` with D4RL's references, or None for envs without them."""
+    reference = d4rl_reference(env_id)
+    return None if reference is None else reference.score(episode_return)
 
 
 def dt_target_return(env_id: str | None) -> float | None:

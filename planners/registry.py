@@ -12,6 +12,7 @@ from seqrl.agents.bundled import bundled_checkpoint, bundled_methods
 from seqrl.agents.options import Options
 from seqrl.agents.random import RandomAgent
 from seqrl.agents.rollout import RolloutOptions
+from seqrl.envs.datasets import dataset_reference
 from seqrl.envs.make import check_box_spaces, env_identity
 from seqrl.planners.decision.options import DecisionMeta, PolicySettings
 from seqrl.planners.decision.statistics import StateStatistics, given_statistics
@@ -141,7 +142,10 @@ def load_agent(
         )
     hub_id = hub_repo_id(str(checkpoint))
     source = AgentSource(model, directory, env, meta, dataset, statistics, hub_id, resolve_device(device), settings)
-    return method.code().load_agent(source)
+    agent = method.code().load_agent(source)
+    # scores are relative to the dataset's own reference returns when it (or the training data) is local and has them
+    agent.reference = dataset_reference(dataset or ",".join(meta.datasets))
+    return agent
 
 
 def choose_agent(env: gym.Env, options: RolloutOptions) -> tuple[Agent, str, str]:

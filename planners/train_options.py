@@ -29,6 +29,9 @@ class RunArgs(Options):
         None, "Minari datasets root for dataset ids (sets MINARI_DATASETS_PATH).", resumable=True
     )
     quiet: bool = option(False, "No progress output.", resumable=True)
+    download: bool = option(
+        False, "Download a Minari dataset id that is not local (minari.download_dataset).", resumable=True
+    )
     nproc: int = option(
         1,
         "Data-parallel processes (gloo on CPU, NCCL on GPU); --batch-size is split over them.",

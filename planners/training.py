@@ -118,7 +118,11 @@ def start_run(
         threads = max(1, (os.cpu_count() or 1) // place.local_world)  # the cores shared out, not oversubscribed
     set_threads(threads)
     torch.manual_seed(args.seed)
-    dataset = load_dataset(args.dataset)
+    if args.download and place.rank > 0:
+        barrier()  # rank 0 downloads what is missing; the others read it once it is there
+    dataset = load_dataset(args.dataset, download=args.download and place.rank == 0)
+    if args.download and place.rank == 0:
+        barrier()
     if not args.resume and place.rank == 0:
         fresh_output_directory(out)
     barrier()  # the other ranks read `out` only once rank 0 has made it

@@ -18,6 +18,7 @@ LOG_KEYS = {
     "return",
     "length",
     "normalized_score",
+    "reference",
     "terminated",
     "truncated",
     "wall_time_s",

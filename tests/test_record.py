@@ -1,10 +1,12 @@
 """`seqrl rollout --record`: the episodes come back through minari and seqrl's loader, and replay in the env."""
 
 import json
+from contextlib import closing
 
 import minari
 import numpy as np
 from seqrl.envs.datasets import load_dataset
+from seqrl.envs.families import FAMILIES
 from seqrl.envs.make import make_env
 
 
@@ -41,9 +43,26 @@ def test_record_round_trip(seqrl, tmp_path, monkeypatch):
         assert np.isclose(episode.rewards.sum(), record["return"])
         assert (episode.terminations[-1], episode.truncations[-1]) == (record["terminated"], record["truncated"])
         assert not (episode.terminations[:-1].any() or episode.truncations[:-1].any())
-        observation, _ = env.reset(seed=seed)  # replaying the actions gives back every observation
-        replayed = [observation] + [env.step(action)[0] for action in episode.actions]
-        np.testing.assert_array_equal(np.stack(replayed), episode.observations)
+        observation, info = env.reset(seed=seed)  # replaying the actions gives back every observation and info
+        steps = [env.step(action) for action in episode.actions]
+        np.testing.assert_array_equal(np.stack([observation] + [step[0] for step in steps]), episode.observations)
+        # one info row per observation, as Minari's collector writes them; the reset's lacks the reward terms
+        np.testing.assert_array_equal(
+            episode.infos["x_position"], [info["x_position"]] + [s[4]["x_position"] for s in steps]
+        )
+        np.testing.assert_array_equal(episode.infos["x_velocity"][1:], [step[4]["x_velocity"] for step in steps])
+        assert np.isnan(episode.infos["x_velocity"][0])
+
+    # Minari's own scoring and env recovery work on the recording, and agree with seqrl's log
+    assert dataset.storage.metadata["ref_min_score"] == FAMILIES["hopper"].random_return  # D4RL's, named:
+    assert "ref_min_score and ref_max_score: d4rl:hopper" in dataset.storage.metadata["description"]
+    returns = np.array([episode.rewards.sum() for episode in dataset.iterate_episodes()])
+    logged_scores = [logged[seed]["normalized_score"] for seed in seeds]
+    np.testing.assert_allclose(100 * minari.get_normalized_score(dataset, returns), logged_scores)
+    assert {logged[seed]["reference"] for seed in seeds} == {"d4rl:hopper"}
+    assert dataset.spec.env_spec.max_episode_steps == 25  # the --max-steps cap, not Hopper's 1000
+    with closing(dataset.recover_environment()) as recovered:
+        assert recovered.spec.max_episode_steps == 25
 
     offline = load_dataset("seqrl/hopper/rollout-v0")
     assert offline.env_id == "Hopper-v5" and len(offline.episodes) == 3
