@@ -82,6 +82,7 @@ def test_eval_scores_and_best_checkpoint_leave_training_unchanged(train, seqrl, 
         "--max-steps",
         3,
         "--quiet",
+        timeout=300,
     )
     assert rollout.returncode == 0, rollout.stderr
 
