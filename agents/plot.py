@@ -86,6 +86,7 @@ def plot_logs(paths: list[Path], output: Path) -> None:
 
 
 NOT_CURVES = {"step", "tokens", "lr", "elapsed"}  # metrics.jsonl keys that are counters, not learning curves
+EVAL_LABEL = "eval score (normalized)"
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -119,14 +120,20 @@ def plot_metrics(path: Path, output: Path) -> None:
     if not names:
         raise SeqrlError(f"{path} records no losses or scores to plot")
     losses = [name for name in names if "loss" in name]
-    others = [name for name in names if "loss" not in name]  # scores and returns: another scale
-    panels = [group for group in (losses, others) if group]
+    scores = [name for name in names if name == "eval_score"]  # --eval-episodes: mean normalized score
+    others = [name for name in names if "loss" not in name and name != "eval_score"]  # returns: another scale
+    panels = [(group, label) for group, label in ((losses, "loss"), (scores, EVAL_LABEL), (others, "value")) if group]
     figure, axes = plt.subplots(len(panels), 1, figsize=(8, 3.5 * len(panels)), sharex=True, squeeze=False)
-    for axis, group in zip(axes[:, 0], panels):
+    for axis, (group, label) in zip(axes[:, 0], panels):
         for name in group:
             points = [(record["step"], record[name]) for record in records if record.get(name) is not None]
             axis.plot(*zip(*points), "o-" if len(points) < 30 else "-", label=name.replace("_", " "))
-        axis.set_ylabel("loss" if group is losses else "value")
+        if group is scores:  # each episode's score beside their mean
+            episodes = [
+                (r["step"], score) for r in records if r.get("eval_score") is not None for score in r["eval_scores"]
+            ]
+            axis.plot(*zip(*episodes), ".", color="gray", alpha=0.5, label="eval episodes")
+        axis.set_ylabel(label)
         axis.legend(fontsize="small")
         axis.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("update step")

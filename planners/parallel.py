@@ -1,6 +1,7 @@
 """Data-parallel training: N local processes (spawned here, or started by torchrun) joined in one process group."""
 
 import atexit
+import datetime
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from rich.console import Console
 from seqrl import SeqrlError
 
 ArgsT = TypeVar("ArgsT")
+COLLECTIVE_TIMEOUT_HOURS = 12  # longest wait of one rank for the others
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,10 @@ def join_group(device: torch.device) -> torch.device:
     if device.type == "cuda":
         device = torch.device("cuda", place.local)
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=place.rank, world_size=place.world)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    # the other ranks wait in a collective while rank 0 runs --eval-episodes, which can outlast the 30-minute default
+    timeout = datetime.timedelta(hours=COLLECTIVE_TIMEOUT_HOURS)
+    dist.init_process_group(backend, rank=place.rank, world_size=place.world, timeout=timeout)
     atexit.register(dist.destroy_process_group)
     return device
 

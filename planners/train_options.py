@@ -40,3 +40,19 @@ class RunArgs(Options):
         resumable=True,
     )
     keep_checkpoints: bool = option(False, "Also keep every save as OUT/checkpoints/step-N/.", resumable=True)
+    eval_episodes: int = option(
+        0,
+        "Episodes run in the dataset's env at every --eval-every record (0: none); the best scoring goes to OUT/best/.",
+        low=0,
+        high=1024,
+    )
+    eval_seed: int = option(
+        10_000,
+        "Seed of the first evaluation episode (episode i: seed + i), apart from the tables' seeds.",
+        low=0,
+        high=MAX_SEED,
+    )
+    eval_max_steps: int | None = option(None, "Step cap of each evaluation episode (default: the env's limit).", low=1)
+    tensorboard: Path | None = option(
+        None, "Also write the metrics as TensorBoard events into this directory.", resumable=True
+    )

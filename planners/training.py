@@ -25,6 +25,8 @@ from seqrl.planners.checkpoint import PretrainedModel, atomic_directory
 from seqrl.planners.device import resolve_device, set_threads
 from seqrl.planners.metadata import META_FILE, CheckpointMeta, read_json
 from seqrl.planners.parallel import Ranks, barrier, join_group, ranks
+from seqrl.planners.train_board import open_board, write_scalars
+from seqrl.planners.train_eval import BEST_DIR, TrainingEvaluation
 from seqrl.planners.train_options import RunArgs
 from torch import nn
 
@@ -188,6 +190,7 @@ class Trainer:
     options: (
         RunArgs  # cadence (eval_every, save_every), quiet and keep_checkpoints (every save also as HISTORY_DIR/step-N)
     )
+    evaluation: TrainingEvaluation | None = None  # --eval-episodes: episodes scored at every record (rank 0 runs them)
     step: int = 0  # updates done
     tokens: int = 0
     elapsed: float = 0.0  # seconds spent in `run`, over all sessions
@@ -196,6 +199,7 @@ class Trainer:
     summary: dict[str, Any] = field(default_factory=dict)  # the latest metrics record
     place: Ranks = field(default_factory=ranks)
     stop_signal: int | None = None  # SIGINT or SIGTERM received: stop after the current step
+    board: Any = None  # --tensorboard: rank 0's SummaryWriter while `run` runs
 
     def __post_init__(self) -> None:
         if self.place.world > 1:
@@ -262,6 +266,8 @@ class Trainer:
         )
         session_tokens, session_start = 0, time.perf_counter()
         first_step, tick = self.step, session_start
+        if self.options.tensorboard is not None and self.place.rank == 0:
+            self.board = open_board(self.options.tensorboard, self.step)
         previous = {number: signal.signal(number, self.on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
         try:
             with Progress(*columns, disable=self.options.quiet) as progress:
@@ -283,8 +289,12 @@ class Trainer:
                         self.elapsed += time.perf_counter() - tick
                         tick = time.perf_counter()
                         self.record(lr, self.evaluate(held_out) if self.place.rank == 0 else None)
+                        evaluating = time.perf_counter() - tick  # neither training time nor throughput
+                        tick, session_start = tick + evaluating, session_start + evaluating
                     if self.summary.get("held_out_loss") is not None:
                         status += f"  held-out {self.summary['held_out_loss']:.4f}"
+                    if self.summary.get("eval_score") is not None:
+                        status += f"  eval {self.summary['eval_score']:.1f}"
                     progress.update(task, completed=self.step, status=status)
                     if self.step % self.options.save_every == 0 or self.step == steps:
                         self.elapsed += time.perf_counter() - tick
@@ -293,6 +303,9 @@ class Trainer:
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
+            if self.board is not None:
+                self.board.close()
+                self.board = None
         return self.summary
 
     def on_signal(self, signum: int, frame: Any) -> None:
@@ -376,9 +389,13 @@ class Trainer:
             "elapsed": round(self.elapsed, 3),
         }
         self.pending = []
-        if self.place.rank == 0:
+        if self.place.rank == 0:  # the other ranks wait for it in the next update's all-reduce
+            if self.evaluation is not None:
+                self.summary.update(self.evaluation.run(self.write_files, self.summary, self.out))
             with open(self.out / METRICS_FILE, "a") as file:
                 file.write(json.dumps(self.summary) + "\n")
+            if self.board is not None:
+                write_scalars(self.board, self.summary)
 
     def save(self) -> None:
         """Replace `out` in one rename with the model files, training state and metrics of this step (rank 0 writes)."""
@@ -426,5 +443,6 @@ class Trainer:
             self.write_files(staging, self.summary)
             torch.save(state, staging / TRAINING_STATE_FILE)
             (staging / METRICS_FILE).write_bytes(metrics)
-            if history.is_dir():
-                history.rename(staging / HISTORY_DIR)  # last, so a failed save leaves the history where it was
+            for kept in (history, self.out / BEST_DIR):  # last, so a failed save leaves them where they were
+                if kept.is_dir():
+                    kept.rename(staging / kept.name)

@@ -14,6 +14,7 @@ from seqrl.planners.decision.data import EpisodeSteps, Window, episode_steps, sa
 from seqrl.planners.decision.model import DecisionTransformerModel
 from seqrl.planners.decision.options import DecisionMeta, PolicySettings, TrainArgs
 from seqrl.planners.parallel import launch, needs_launch
+from seqrl.planners.train_eval import training_evaluation
 from seqrl.planners.training import (
     Trainer,
     split_episodes,
@@ -91,6 +92,7 @@ def train_dt(args: TrainArgs) -> dict[str, Any] | None:
         write_files=write_files,
         grad_clip=args.grad_clip,
         options=args,
+        evaluation=training_evaluation(args, dataset, out, device),
     )
     if args.resume:
         trainer.resume()

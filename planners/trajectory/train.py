@@ -11,6 +11,7 @@ import torch
 from rich.console import Console
 from seqrl.envs.datasets import OfflineDataset
 from seqrl.planners.parallel import launch, needs_launch
+from seqrl.planners.train_eval import training_evaluation
 from seqrl.planners.training import (
     EpochSampler,
     Trainer,
@@ -75,6 +76,7 @@ def train_tt(args: TrainArgs) -> dict[str, Any] | None:
         write_files=write_files,
         grad_clip=args.grad_clip,
         options=args,
+        evaluation=training_evaluation(args, dataset, out, device),
     )
     if args.resume:
         trainer.resume()
