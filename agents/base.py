@@ -18,6 +18,7 @@ class Agent(ABC):
 
     name: str = "agent"
     reference: Reference | None = None  # what normalized scores are relative to (None: D4RL's for the env)
+    has_model: bool = False  # whether `plan` and `predict` answer: the agent holds a model of the env
 
     @abstractmethod
     def reset(self, seed: int | None = None, slot: int = 0) -> None:
@@ -33,6 +34,21 @@ class Agent(ABC):
     def settings(self) -> dict[str, Any]:
         """The settings that define this agent, for logs (JSON-serialisable)."""
         return {"agent": self.name}
+
+    def plan(self, slot: int = 0) -> np.ndarray | None:
+        """Observations (steps, obs_dim) the current plan of `slot` expects from the env's latest one on, if any."""
+        return None
+
+    def predict(
+        self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Open-loop model predictions from step t of an episode, or None for agents without a model of the env.
+
+        Given its observations (t + 1, obs_dim) up to step t, rewards (t,) before it and the actions (t + h, act_dim)
+        taken up to step t + h - 1, the observations (h, obs_dim) of steps t + 1 .. t + h and rewards (h,) of
+        steps t .. t + h - 1 that the model expects.
+        """
+        return None
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         """Action for one observation in slot 0."""

@@ -13,6 +13,7 @@ from seqrl.agents.base import Agent
 from seqrl.agents.episode_log import EpisodeLog, episode_record, record_result
 from seqrl.agents.loop import EpisodeResult, Step, run_episodes
 from seqrl.agents.options import MAX_SEED, Options, check_seed_range, option
+from seqrl.agents.prediction import PredictionPlot, predict_plot_path
 from seqrl.agents.recorder import Recorder, default_record_id
 from seqrl.agents.report import RolloutProgress, summary_table
 from seqrl.agents.video import EpisodeVideo
@@ -89,6 +90,14 @@ class RolloutOptions(Options):
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice).", low=1, high=1024)
     quiet: bool = option(False, "Print nothing but errors.")
     video: Path | None = option(None, "Film the first episode offscreen into this MP4 file (needs seqrl[video]).")
+    show_plan: bool = option(False, "Beside each --video frame, draw the states the TT planner's best plan expects.")
+    predict: int | None = option(
+        None,
+        "Plot the TT model's H-step open-loop predictions of the first episode (fed the actions taken) against what "
+        "happened, into <--video or --log stem>-predict.png (needs seqrl[plot]).",
+        low=1,
+        high=1000,
+    )
     settings: dict = option({}, "The agent's settings that override its checkpoint's (planner or policy).", cli=False)
 
     def check(self) -> None:
@@ -106,6 +115,13 @@ class RolloutOptions(Options):
             raise SeqrlError("--record-id names the dataset that --record DIR writes; add --record DIR")
         if self.video is not None and self.num_envs != 1:
             raise SeqrlError("--video films one env; drop --num-envs or set it to 1")
+        if self.show_plan and self.video is None:
+            raise SeqrlError("--show-plan draws the plan beside the --video frames; add --video FILE.mp4")
+        for flag, given in (("--show-plan", self.show_plan), ("--predict", self.predict is not None)):
+            if given and self.agent in ("random", "dt"):
+                raise SeqrlError(f"{flag} needs a model of the env: use --agent tt or a TT --checkpoint")
+        if self.predict is not None:
+            predict_plot_path(self.video, self.log)
         check_seed_range(self.seed, self.episodes)
 
 
@@ -119,7 +135,7 @@ def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
     env_id, episodes, seed, log = options.env, options.episodes, options.seed, options.log
     console = Console(quiet=options.quiet, highlight=False)
     interrupts = _Interrupts()
-    env = episode_log = recorder = film = None
+    env = episode_log = recorder = film = prediction = None
     results: list[EpisodeResult] = []
     status = 0
     failure: SeqrlError | None = None
@@ -130,6 +146,9 @@ def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
         single_env = env if num_envs == 1 else env.envs[0]  # the spaces and spec that agents and recorder need
         runner, name, which = make_agent(single_env, options)
         console.print(which)
+        if (options.show_plan or options.predict is not None) and not runner.has_model:
+            flag = "--show-plan" if options.show_plan else "--predict"
+            raise SeqrlError(f"{flag} needs a model of the env; the {name} agent has none: use a TT --checkpoint")
         config = {**runner.settings(), "max_steps": options.max_steps, "seqrl_version": __version__}
         done = {}
         if log is not None:
@@ -156,7 +175,10 @@ def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
 
         pending = [episode for episode in range(episodes) if episode not in done]
         if options.video is not None and pending:
-            film = EpisodeVideo(options.video, env, pending[0])
+            film = EpisodeVideo(options.video, env, pending[0], runner if options.show_plan else None)
+        if options.predict is not None and pending:
+            path = predict_plot_path(options.video, options.log)
+            prediction = PredictionPlot(path, runner, env_id, pending[0], options.predict)
 
         def on_step(step: Step) -> None:
             progress.on_step(step)
@@ -164,6 +186,8 @@ def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
                 recorder(step)
             if film is not None:
                 film.add_frame(step.episodes)
+            if prediction is not None:
+                prediction.on_step(step)
 
         with progress:
             for result in run_episodes(runner, env, pending, seed, options.max_steps, on_step):
@@ -176,6 +200,8 @@ def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
                     progress.episode_done()
                 if film is not None and result.episode == film.episode:
                     film.close()
+                if prediction is not None and result.episode == prediction.episode:
+                    prediction.write()
     except KeyboardInterrupt:
         status = 128 + (interrupts.signum or signal.SIGINT)
     except SeqrlError as error:  # e.g. the log's disk filled, or the env returned NaN: report what finished first
@@ -188,7 +214,7 @@ def rollout(options: RolloutOptions, make_agent: AgentFactory) -> int:
             env.close()
         if episode_log is not None:
             episode_log.close()
-    _report(console, options, results, recorder, film, status)
+    _report(console, options, results, recorder, film, prediction, status)
     if failure is not None:
         raise failure
     return status
@@ -200,6 +226,7 @@ def _report(
     results: list[EpisodeResult],
     recorder: Recorder | None,
     film: EpisodeVideo | None,
+    prediction: PredictionPlot | None,
     status: int,
 ) -> None:
     env_id, episodes, log, record = options.env, options.episodes, options.log, options.record
@@ -211,6 +238,9 @@ def _report(
         console.print(f"recorded: {recorder.dataset_id} under {record} (MINARI_DATASETS_PATH={record})")
     if film is not None and film.written:
         console.print(f"video: {film.path} (episode {film.episode}, {film.frames} frames)")
+    if prediction is not None and prediction.written:
+        ahead = f"episode {prediction.episode}, {prediction.horizon} steps ahead"
+        console.print(f"predictions: {prediction.path} ({ahead})")
     if status:
         kept = (
             f"kept in {log}; continue with --resume" if log is not None else "not logged (add --log FILE to keep them)"

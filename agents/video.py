@@ -8,6 +8,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 from seqrl import SeqrlError
+from seqrl.agents.base import Agent
 
 GL_BACKENDS = ("egl", "osmesa", "glfw")  # the values MuJoCo's Python bindings accept
 GL_FIX = "unset MUJOCO_GL (seqrl then picks EGL or OSMesa) or set it to egl or osmesa"
@@ -27,20 +28,30 @@ def choose_gl_backend() -> None:
 
 
 class EpisodeVideo:
-    """Streams the frames of one episode of an `rgb_array` env into an MP4 file."""
+    """Streams the frames of one episode of an `rgb_array` env into an MP4 file.
 
-    def __init__(self, path: Path, env: gym.Env, episode: int):
+    With a `planner` (an agent with a model, slot 0), each frame holds the env's picture on the left and, on the
+    right, the observations that its current plan expects from now on, drawn over each other and fading.
+    """
+
+    def __init__(self, path: Path, env: gym.Env, episode: int, planner: Agent | None = None):
         try:
             import imageio.v2 as imageio
         except ImportError:
             raise SeqrlError("--video needs imageio with ffmpeg: pip install 'seqrl[video]'") from None
         if Path(path).suffix.lower() != ".mp4":
             raise SeqrlError(f"--video writes MP4; name the file *.mp4, not {Path(path).name}")
+        self.plan_view = None
+        if planner is not None:
+            from seqrl.envs.render_state import StateRenderer  # it loads mujoco, which must follow choose_gl_backend
+
+            self.plan_view = StateRenderer(env)  # refuses envs it cannot draw
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise SeqrlError(f"cannot write --video {path} ({error.strerror}); pick a writable place") from None
         self.env, self.episode, self.path = env, episode, Path(path)
+        self.planner = planner
         try:
             fps = env.metadata.get("render_fps", 30)  # ffmpeg quiet: a failure is our one-line error instead
             self.writer = imageio.get_writer(path, fps=fps, macro_block_size=8, ffmpeg_log_level="quiet")
@@ -67,7 +78,11 @@ class EpisodeVideo:
         with warnings.catch_warnings(record=True) as caught:  # glfw warns the cause (no DISPLAY), then fails
             warnings.simplefilter("always")
             try:
-                return self.env.render()
+                frame = self.env.render()
+                if self.plan_view is None:
+                    return frame
+                plan = self.planner.plan(0)
+                return np.concatenate([frame, self.plan_view.render(np.empty((0, 0)) if plan is None else plan)], 1)
             except Exception as error:  # glfw without a display, a broken EGL or OSMesa
                 cause = str(caught[0].message) if caught else first_line(error)
         self.close()
@@ -75,6 +90,8 @@ class EpisodeVideo:
 
     def close(self) -> None:
         """Finish the file, or a one-line error if it was not written; further frames are ignored."""
+        if self.plan_view is not None:
+            self.plan_view.close()
         if self.writer is None:
             return
         writer, self.writer = self.writer, None

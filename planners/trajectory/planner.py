@@ -50,6 +50,7 @@ class TrajectoryPlanner(Agent):
     """Beam-search planner over a Trajectory Transformer, one independent episode per slot."""
 
     name = "trajectory-transformer"
+    has_model = True
 
     def __init__(
         self,
@@ -113,6 +114,22 @@ class TrajectoryPlanner(Agent):
             values = np.concatenate([state.observation, state.action, [reward, VALUE_PLACEHOLDER]])
             state.context.append(self.discretizer.discretize(values))
             state.step += 1
+
+    def plan(self, slot: int = 0) -> np.ndarray | None:
+        """Bin midpoints (steps, obs_dim) of the best plan's observations from the env's latest one on."""
+        state = self.state(slot)
+        if state.plan is None:
+            return None
+        taken = (state.step - 1) % self.planner_settings.plan_freq + 1  # the plan's steps the env has taken
+        return self.observation_bins.reconstruct(state.plan[taken:, : self.observation_dim]).cpu().numpy()
+
+    def predict(
+        self, observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Open-loop predictions from the episode's real context, fed the actions taken (see `Agent.predict`)."""
+        from seqrl.planners.trajectory.predict import open_loop  # it imports this module
+
+        return open_loop(self, observations, actions, rewards)
 
     def settings(self) -> dict[str, Any]:
         """Checkpoint, its digest and every effective planner setting, for logs."""
