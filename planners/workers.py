@@ -233,21 +233,19 @@ class RayPool:
     def __init__(self, setup: WorkerSetup, cluster: str, size: int | None):
         self.ray = import_ray()
         self.setup = setup
-        # Ray renices its workers to 15, which starves them next to any other busy process; run them at the
+        # Ray renices its workers to 15, which starves them next to any other busy process: run them at the
         # driver's priority, as local workers run
-        environment = {"RAY_worker_niceness": str(os.nice(0))}
-        if os.environ.get("PYTHONPATH"):
-            environment["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        options: dict[str, Any] = {
-            "runtime_env": {"env_vars": environment},
-            "log_to_driver": False,
-            "logging_level": logging.WARNING,
-        }
+        niceness = {"RAY_worker_niceness": str(os.nice(0))}
+        options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
         if cluster == "local":
+            # a local cluster inherits this environment (PYTHONPATH included), so Ray's pre-started workers
+            # fit our actors; a runtime_env would make it start others (2 s more here)
+            os.environ.update(niceness)
             self.ray.init(num_cpus=(size or 1) * setup.threads, include_dashboard=False, **options)
         else:
+            pythonpath = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
             try:
-                self.ray.init(address=cluster, **options)
+                self.ray.init(address=cluster, runtime_env={"env_vars": {**niceness, **pythonpath}}, **options)
             except ConnectionError as error:
                 raise SeqrlError(
                     f"--ray {cluster}: no Ray cluster there ({error}); start one with `ray start --head` "
