@@ -8,7 +8,9 @@ logits from a preallocated `KVCache`: it encodes only the tokens appended since 
 keeps one cache row per distinct token history (beams forked from one parent share it until their
 tokens differ) and, when the window slides (every position then changes), re-encodes the new
 window, again sharing the common parts of the beams' histories. Cache rows stay where they are;
-only a history that forks is copied, once, into a free row.
+only a history that forks is copied, once, into a free row. What every beam's history has in common
+before the first fork (for a one-env search, the env's real context in the window) stays in cache row
+0 alone (`KVCache.shared`): forks never copy it and attention reads it once for all beams.
 """
 
 import torch
@@ -47,6 +49,7 @@ class CachedDecoder:
         self.cache_row: torch.Tensor | None = None  # (rows,): the cache row holding each row's history
         self.shared = True  # whether rows may share a cache row: then new tokens are deduplicated
         self.settled = False  # whether every row has its own cache row and those are rows [0, rows)
+        self.common = True  # whether every row still has the same history (cache row 0) since the window began
         self.start = 0  # sequence position of the window's first token
 
     def logits(self, sequences: torch.Tensor) -> torch.Tensor:
@@ -65,9 +68,9 @@ class CachedDecoder:
 
     def encode_window(self, window: torch.Tensor, start: int) -> torch.Tensor:
         """Encode window (rows, n) from scratch, piece by piece so that rows share their common history."""
-        self.cache.length, self.start = 0, start
+        self.cache.length, self.cache.shared, self.start = 0, 0, start
         self.cache_row = torch.zeros(len(window), dtype=torch.long, device=window.device)  # all share the empty history
-        self.shared, self.settled = True, False
+        self.shared, self.settled, self.common = True, False, True
         begin = 0
         for end in self.branch_points(window):
             logits = self.extend(window[:, begin:end])
@@ -102,6 +105,8 @@ class CachedDecoder:
             parents, tokens = distinct[:, 0], distinct[:, 1:]
         else:
             parents, child = self.cache_row, torch.arange(len(tokens), device=tokens.device)
+        if self.common and len(parents) > 1:  # the first fork: the history so far stays in row 0, for every row
+            self.cache.shared, self.common = self.cache.length, False
         home = self.place(parents)
         logits = self.model.decode(torch.empty_like(tokens).index_copy_(0, home, tokens), self.cache)
         self.cache_row = home[child]
