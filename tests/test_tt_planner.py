@@ -12,7 +12,7 @@ import pytest
 import torch
 from seqrl import SeqrlError
 from seqrl.planners import load_agent
-from seqrl.planners.trajectory import memory
+from seqrl.planners.trajectory import decoding, memory
 from seqrl.planners.trajectory import planner as planner_module
 from seqrl.planners.trajectory.beam import beam_plan, filter_cdf, filter_top_k
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
@@ -170,8 +170,13 @@ def test_greedy_search_is_greedy_decoding_with_the_discounted_value(checkpoint):
 
 
 @pytest.mark.parametrize("settings", [dict(**TOP_1, beam_width=4), dict(beam_width=8)], ids=["top-1", "sampled"])
-def test_cached_and_uncached_planners_give_identical_plans(checkpoint, settings):
-    """20 real Hopper steps in which the window slides; with sampling, float64 keeps rounding off near-ties."""
+def test_cached_and_uncached_planners_give_identical_plans(checkpoint, settings, monkeypatch):
+    """20 real Hopper steps in which the window slides; with sampling, float64 keeps rounding off near-ties.
+
+    Top-1 plans with every beam's whole history in its own cache row, sampled with the real context in row 0.
+    """
+    if "k_act" not in settings:
+        monkeypatch.setattr(decoding, "SHARED_PREFIX_ROWS", 2)
     env = hopper()
     common = dict(horizon=4, n_expand=2, max_context_transitions=2, **settings)
     agents = [load_agent(checkpoint, env, **common), load_agent(checkpoint, env, kv_cache=False, **common)]
@@ -212,6 +217,7 @@ def test_cached_logits_equal_a_full_window_recomputation(checkpoint, monkeypatch
             return logits
 
     monkeypatch.setattr(planner_module, "CachedDecoder", CheckedDecoder)
+    monkeypatch.setattr(decoding, "SHARED_PREFIX_ROWS", 2)  # a 16-row search with its prefix in row 0
     env = hopper()
     agent = load_agent(checkpoint, env, horizon=4, beam_width=8, k_obs=None, cdf_act=0.6, max_context_transitions=2)
     run_in_lockstep([agent], env, steps=6)

@@ -16,6 +16,10 @@ before the first fork (for a one-env search, the env's real context in the windo
 import torch
 from seqrl.planners.trajectory.model import KVCache, TrajectoryTransformerModel
 
+# below this many cache rows, the split attention's extra small products cost more than the prefix reads they
+# save (beam 8 x n_expand 2, 16 rows: 0.97x; 64 rows: 1.08-1.10x, see benchmarks/tt_planning.py)
+SHARED_PREFIX_ROWS = 32
+
 
 def window_start(length: int, max_tokens: int, transition_dim: int) -> int:
     """Tokens the original crops from the front of a `length`-token sequence: whole transitions, to `max_tokens`."""
@@ -49,7 +53,7 @@ class CachedDecoder:
         self.cache_row: torch.Tensor | None = None  # (rows,): the cache row holding each row's history
         self.shared = True  # whether rows may share a cache row: then new tokens are deduplicated
         self.settled = False  # whether every row has its own cache row and those are rows [0, rows)
-        self.common = True  # whether every row still has the same history (cache row 0) since the window began
+        self.common = False  # whether every row still has the window's first history (row 0), prefix kept in row 0
         self.start = 0  # sequence position of the window's first token
 
     def logits(self, sequences: torch.Tensor) -> torch.Tensor:
@@ -70,7 +74,7 @@ class CachedDecoder:
         """Encode window (rows, n) from scratch, piece by piece so that rows share their common history."""
         self.cache.length, self.cache.shared, self.start = 0, 0, start
         self.cache_row = torch.zeros(len(window), dtype=torch.long, device=window.device)  # all share the empty history
-        self.shared, self.settled, self.common = True, False, True
+        self.shared, self.settled, self.common = True, False, self.cache.rows >= SHARED_PREFIX_ROWS
         begin = 0
         for end in self.branch_points(window):
             logits = self.extend(window[:, begin:end])
