@@ -207,9 +207,10 @@ def datasets(
             stats[dataset_id] = load_dataset(str(root / dataset_id)).stats()
         except SeqrlError as error:
             problems.append(str(error))
+    references = sorted({info["reference"] for info in stats.values() if info["reference"]})
     table = Table(
         title=f"Minari datasets in {root}",
-        caption="score: D4RL normalized return, mean",
+        caption=f"score: normalized return, mean (reference returns: {', '.join(references) or 'none'})",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
