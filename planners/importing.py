@@ -93,12 +93,7 @@ def _trajectory_meta(directory: Path, model: Any, meta: Any, options: ImportOpti
     from seqrl.planners.trajectory.planner import checkpoint_discretizer
 
     config = model.config
-    discretizer, bins_source = checkpoint_discretizer(directory, meta, options.dataset, config.vocab_size)
-    if discretizer.thresholds.shape != (config.vocab_size + 1, config.transition_dim):
-        raise SeqrlError(
-            f"{bins_source} has thresholds of shape {tuple(discretizer.thresholds.shape)} but the model needs "
-            f"({config.vocab_size + 1}, {config.transition_dim}); pass the dataset the model was trained on"
-        )
+    discretizer, bins_source = checkpoint_discretizer(directory, meta, options.dataset, config)
     planner = {**meta.planner, **options.settings}
     PlannerSettings.from_dict({"discount": meta.discount, **planner}, "the planner settings")
     fitted = not (directory / DISCRETIZER_FILE).exists()

@@ -201,12 +201,7 @@ def load_agent(source: AgentSource) -> TrajectoryPlanner:
     """The planner of a loaded seqrl or plain HF checkpoint (no bins: fitted to its dataset), settings overriding."""
     model, meta = source.model, source.meta
     config = model.config
-    discretizer, bins_source = checkpoint_discretizer(source.directory, meta, source.dataset, config.vocab_size)
-    if discretizer.thresholds.shape != (config.vocab_size + 1, config.transition_dim):
-        raise SeqrlError(
-            f"{bins_source} has thresholds of shape {tuple(discretizer.thresholds.shape)} but the model needs "
-            f"({config.vocab_size + 1}, {config.transition_dim}); it belongs to another checkpoint"
-        )
+    discretizer, bins_source = checkpoint_discretizer(source.directory, meta, source.dataset, config)
     # the original's defaults < the training discount < seqrl.json's "planner" block < `source.settings`
     stored = PlannerSettings.from_dict(
         {"discount": meta.discount, **meta.planner}, f"{source.directory / META_FILE} planner"
@@ -227,21 +222,32 @@ def load_agent(source: AgentSource) -> TrajectoryPlanner:
 
 
 def checkpoint_discretizer(
-    directory: Path, meta: TrajectoryMeta, dataset: str | None, n_bins: int
+    directory: Path, meta: TrajectoryMeta, dataset: str | None, config: TrajectoryTransformerConfig
 ) -> tuple[Discretizer, str]:
-    """The checkpoint's `discretizer.npz`, else bins fitted to `dataset` as training fits them; and their source."""
+    """The checkpoint's `discretizer.npz`, else bins fitted to `dataset` as training fits them; and their source.
+
+    Bins whose shape does not fit the model's tokens are an error."""
     if (directory / DISCRETIZER_FILE).exists():
-        return Discretizer.load(directory / DISCRETIZER_FILE), str(directory / DISCRETIZER_FILE)
-    if dataset is None:
+        discretizer, bins_source = Discretizer.load(directory / DISCRETIZER_FILE), str(directory / DISCRETIZER_FILE)
+    elif dataset is None:
         raise SeqrlError(
             f"{directory} has no {DISCRETIZER_FILE} (plain TT checkpoints such as CarlCochet/trajectory-transformer-* "
             "ship no bins); pass --dataset ID (the data the model was trained on) to fit them"
         )
-    from seqrl.envs.datasets import load_dataset
+    else:
+        from seqrl.envs.datasets import load_dataset
 
-    episodes = load_dataset(dataset).episodes
-    transitions = np.concatenate([episode_transitions(e, meta.discount, meta.termination_penalty) for e in episodes])
-    return Discretizer.fit(transitions, n_bins, meta.discretizer), f"fitted to {dataset}"
+        episodes = load_dataset(dataset).episodes
+        rows = [episode_transitions(e, meta.discount, meta.termination_penalty) for e in episodes]
+        discretizer = Discretizer.fit(np.concatenate(rows), config.vocab_size, meta.discretizer)
+        bins_source = f"fitted to {dataset}"
+    if discretizer.thresholds.shape != (config.vocab_size + 1, config.transition_dim):
+        raise SeqrlError(
+            f"{bins_source} has thresholds of shape {tuple(discretizer.thresholds.shape)} but the model needs "
+            f"({config.vocab_size + 1}, {config.transition_dim}); it belongs to another checkpoint or dataset: "
+            "use the bins or the data the model was trained on"
+        )
+    return discretizer, bins_source
 
 
 def info_rows(directory: Path, config: TrajectoryTransformerConfig, meta: TrajectoryMeta) -> list[tuple[str, str]]:
