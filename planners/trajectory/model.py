@@ -159,29 +159,22 @@ class CausalSelfAttention(nn.Module):
         return weight.detach(), bias.detach()
 
     def decode(
-        self,
-        x: torch.Tensor,
-        qkv: tuple[torch.Tensor, torch.Tensor],
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        start: int,
-        shared: int,
-        allowed: torch.Tensor,
-        last_only: bool,
+        self, x: torch.Tensor, cache: KVCache, layer: int, allowed: torch.Tensor, last_only: bool
     ) -> torch.Tensor:
-        """Attention of x (rows, n, n_embd) at positions [start, start + n), its keys and values written into the
-        layer's cache buffers (capacity, n_head, tokens, head_dim), whose positions [0, shared) are row 0's for all
-        rows; `allowed` is (n, start + n). With `last_only`, only the last position's output is computed
+        """Attention of x (rows, n, n_embd) at positions [cache.length, cache.length + n), its keys and values
+        written into the cache's buffers of `layer`, whose positions [0, cache.shared) are row 0's for all rows;
+        `allowed` is (n, cache.length + n). With `last_only`, only the last position's output is computed
         (rows, 1, n_embd)."""
         rows, length, width = x.shape
-        end = start + length
+        keys, values = cache.keys[layer], cache.values[layer]  # (capacity, n_head, tokens, head_dim)
+        start, end = cache.length, cache.length + length
         # (rows, n, 3 * width) -> 3 x (rows, n_head, n, head_dim)
-        query, key, value = F.linear(x, *qkv).view(rows, length, 3, self.n_head, -1).permute(2, 0, 3, 1, 4)
+        query, key, value = F.linear(x, *cache.qkv[layer]).view(rows, length, 3, self.n_head, -1).permute(2, 0, 3, 1, 4)
         keys[:rows, :, start:end] = key
         values[:rows, :, start:end] = value
         if last_only:
             query, allowed, length = query[:, :, -1:], allowed[-1:], 1
-        attended = cached_attention(query, keys, values, end, shared, allowed)
+        attended = cached_attention(query, keys, values, end, cache.shared, allowed)
         attended = attended.transpose(1, 2).reshape(rows, length, width)  # heads side by side again
         return F.linear(attended, self.proj.weight, self.proj.bias)
 
@@ -210,20 +203,12 @@ class Block(nn.Module):
         return x, present, weights
 
     def decode(
-        self,
-        x: torch.Tensor,
-        qkv: tuple[torch.Tensor, torch.Tensor],
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        start: int,
-        shared: int,
-        allowed: torch.Tensor,
-        last_only: bool,
+        self, x: torch.Tensor, cache: KVCache, layer: int, allowed: torch.Tensor, last_only: bool
     ) -> torch.Tensor:
         """`forward` at inference, writing keys and values into the cache (see `CausalSelfAttention.decode`)."""
         width = x.shape[-1]
         normed = F.layer_norm(x, (width,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
-        attended = self.attn.decode(normed, qkv, keys, values, start, shared, allowed, last_only)
+        attended = self.attn.decode(normed, cache, layer, allowed, last_only)
         x = x[:, -1:] + attended if last_only else x + attended
         normed = F.layer_norm(x, (width,), self.ln2.weight, self.ln2.bias, self.ln2.eps)
         hidden = F.gelu(F.linear(normed, self.l1.weight, self.l1.bias))  # (rows, n, 4 * n_embd)
@@ -354,9 +339,9 @@ class TrajectoryTransformerModel(PretrainedModel):
             )
         x = self.embed(trajectories, start)  # (rows, length, n_embd)
         allowed = cache.allowed[start:end, :end]
-        for index, (block, qkv, keys, values) in enumerate(zip(self.blocks, cache.qkv, cache.keys, cache.values)):
+        for index, block in enumerate(self.blocks):
             # the last block needs every new token's keys and values, but only the last token's output
-            x = block.decode(x, qkv, keys, values, start, cache.shared, allowed, index == len(self.blocks) - 1)
+            x = block.decode(x, cache, index, allowed, index == len(self.blocks) - 1)
         cache.length = end
         last = F.layer_norm(x[:, -1], (x.shape[-1],), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)  # (rows, n_embd)
         return F.linear(last, self.head.weight[(end - 1) % self.config.transition_dim])
