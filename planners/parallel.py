@@ -60,8 +60,22 @@ def join_group(device: torch.device) -> torch.device:
     # the other ranks wait in a collective while rank 0 runs --eval-episodes, which can outlast the 30-minute default
     timeout = datetime.timedelta(hours=COLLECTIVE_TIMEOUT_HOURS)
     dist.init_process_group(backend, rank=place.rank, world_size=place.world, timeout=timeout)
-    atexit.register(dist.destroy_process_group)
+    atexit.register(_destroy_group)  # a run that fails still tears its group down before the interpreter goes
     return device
+
+
+def leave_group() -> None:
+    """End a finished run's process group together: every rank waits for the others, then tears it down."""
+    # A rank that tears down (or exits) while another still waits on the group can abort that one with
+    # "terminate called without an active exception"; after the barrier no rank uses the group again.
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:

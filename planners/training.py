@@ -24,7 +24,7 @@ from seqrl.envs.datasets import OfflineDataset, load_dataset
 from seqrl.planners.checkpoint import PretrainedModel, atomic_directory
 from seqrl.planners.device import resolve_device, set_threads
 from seqrl.planners.metadata import META_FILE, CheckpointMeta, read_json
-from seqrl.planners.parallel import Ranks, barrier, join_group, ranks
+from seqrl.planners.parallel import Ranks, barrier, join_group, leave_group, ranks
 from seqrl.planners.train_board import open_board, write_scalars
 from seqrl.planners.train_eval import BEST_DIR, TrainingEvaluation
 from seqrl.planners.train_options import RunArgs
@@ -306,6 +306,7 @@ class Trainer:
             if self.board is not None:
                 self.board.close()
                 self.board = None
+        leave_group()  # the last save is on disk and no rank needs the others any more
         return self.summary
 
     def on_signal(self, signum: int, frame: Any) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from seqrl.envs.datasets import OfflineDataset
-from seqrl.planners.parallel import launch, needs_launch
+from seqrl.planners.parallel import launch, leave_group, needs_launch
 from seqrl.planners.train_eval import training_evaluation
 from seqrl.planners.training import (
     EpochSampler,
@@ -85,6 +85,7 @@ def train_tt(args: TrainArgs) -> dict[str, Any] | None:
         console.print(
             f"{out} is already at step {trainer.step:,}; pass a --steps above it to train on", highlight=False
         )
+        leave_group()
         return trainer.summary
     parameters = sum(p.numel() for p in model.parameters())
     console.print(
