@@ -12,14 +12,15 @@ import pytest
 import torch
 from seqrl import SeqrlError
 from seqrl.planners import load_agent
-from seqrl.planners.trajectory import decoding, memory
+from seqrl.planners.trajectory import memory
 from seqrl.planners.trajectory import planner as planner_module
 from seqrl.planners.trajectory.beam import beam_plan, filter_cdf, filter_top_k
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
 from seqrl.planners.trajectory.decoding import CachedDecoder, FullWindowDecoder, GraphDecoder, window_start
 from seqrl.planners.trajectory.discretizer import DISCRETIZER_FILE, Discretizer
-from seqrl.planners.trajectory.model import TrajectoryTransformerModel, cached_attention
-from seqrl.planners.trajectory.options import TrainArgs
+from seqrl.planners.trajectory.model import TrajectoryTransformerModel
+from seqrl.planners.trajectory.options import PlannerSettings, TrainArgs
+from seqrl.planners.trajectory.planner import reward_value_estimator
 from seqrl.planners.trajectory.train import train_tt
 
 OBS, ACT = 11, 3  # Hopper
@@ -170,13 +171,8 @@ def test_greedy_search_is_greedy_decoding_with_the_discounted_value(checkpoint):
 
 
 @pytest.mark.parametrize("settings", [dict(**TOP_1, beam_width=4), dict(beam_width=8)], ids=["top-1", "sampled"])
-def test_cached_and_uncached_planners_give_identical_plans(checkpoint, settings, monkeypatch):
-    """20 real Hopper steps in which the window slides; with sampling, float64 keeps rounding off near-ties.
-
-    Top-1 plans with every beam's whole history in its own cache row, sampled with the real context in row 0.
-    """
-    if "k_act" not in settings:
-        monkeypatch.setattr(decoding, "SHARED_PREFIX_ROWS", 2)
+def test_cached_and_uncached_planners_give_identical_plans(checkpoint, settings):
+    """20 real Hopper steps in which the window slides; with sampling, float64 keeps rounding off near-ties."""
     env = hopper()
     common = dict(horizon=4, n_expand=2, max_context_transitions=2, **settings)
     agents = [load_agent(checkpoint, env, **common), load_agent(checkpoint, env, kv_cache=False, **common)]
@@ -200,7 +196,7 @@ def test_cached_and_uncached_planners_give_identical_plans(checkpoint, settings,
 def test_cached_logits_equal_a_full_window_recomputation(checkpoint, monkeypatch):
     """With sampled actions and observations the beams differ; random beams' cached logits are checked at each token."""
     rng = np.random.default_rng(0)
-    seen = {"calls": 0, "slides": 0, "distinct_beams": 0, "shared": 0}
+    seen = {"calls": 0, "slides": 0, "distinct_beams": 0}
 
     class CheckedDecoder(CachedDecoder):
         def logits(self, sequences):
@@ -213,35 +209,14 @@ def test_cached_logits_equal_a_full_window_recomputation(checkpoint, monkeypatch
             seen["calls"] += 1
             seen["slides"] += start != start_before
             seen["distinct_beams"] = max(seen["distinct_beams"], len(torch.unique(sequences, dim=0)))
-            seen["shared"] = max(seen["shared"], self.cache.shared)  # the real context, read from row 0 alone
             return logits
 
     monkeypatch.setattr(planner_module, "CachedDecoder", CheckedDecoder)
-    monkeypatch.setattr(decoding, "SHARED_PREFIX_ROWS", 2)  # a 16-row search with its prefix in row 0
     env = hopper()
     agent = load_agent(checkpoint, env, horizon=4, beam_width=8, k_obs=None, cdf_act=0.6, max_context_transitions=2)
     run_in_lockstep([agent], env, steps=6)
     assert seen["calls"] == 6 * (4 * (ACT + 2) + 3 * OBS)
-    assert seen["slides"] > 6 and seen["distinct_beams"] > 8 and seen["shared"] > TRANSITION
-
-
-def test_shared_prefix_attention_reads_the_prefix_from_row_0_only():
-    """Attention with a prefix held by row 0 equals attention over every row's own copy of it, for 1 and 3 queries."""
-    generator = torch.Generator().manual_seed(0)
-    rows, n_head, tokens, head_dim, shared = 5, 2, 12, 4, 7
-    keys, values = (torch.randn(rows, n_head, tokens, head_dim, generator=generator) for _ in range(2))
-    for buffer in (keys, values):
-        buffer[1:, :, :shared] = buffer[0, :, :shared]  # every row's history starts with row 0's prefix
-    causal = torch.ones(tokens, tokens, dtype=torch.bool).tril()
-    for length in (1, 3):
-        end = tokens - 1
-        query = torch.randn(rows, n_head, length, head_dim, generator=generator)
-        allowed = causal[end - length : end, :end]
-        expected = cached_attention(query, keys, values, end, 0, allowed)
-        garbled = [buffer.clone() for buffer in (keys, values)]
-        for buffer in garbled:
-            buffer[1:, :, :shared] = float("nan")  # what other rows hold there is never read
-        torch.testing.assert_close(cached_attention(query, *garbled, end, shared, allowed), expected)
+    assert seen["slides"] > 6 and seen["distinct_beams"] > 8
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -267,6 +242,34 @@ def test_graph_decoder_plans_as_the_original(checkpoint, device):
         torch.testing.assert_close(other_values, values, rtol=1e-9, atol=1e-9)
     assert OBS + 4 * TRANSITION > agent.max_tokens  # the window slid within the search
     assert (len(graph_decoder.graphs) > 0) == (device == "cuda")
+
+
+def test_batched_slots_plan_bit_for_bit_as_alone():
+    """In float32, 4 slots searched together give each slot's lone plan and value to the bit (hopper-sized model with
+    100 bins, beam 32: 64 cache rows per slot, where arithmetic that depended on the other rows would show)."""
+    settings = PlannerSettings(beam_width=32, horizon=5)
+    torch.manual_seed(0)
+    config = TrajectoryTransformerConfig(
+        vocab_size=100, observation_dim=OBS, action_dim=ACT, transition_dim=TRANSITION, block_size=10 * TRANSITION - 1
+    )
+    model = TrajectoryTransformerModel(config).eval()
+    rng = np.random.default_rng(0)
+    bins = Discretizer.fit(rng.normal(size=(500, 2)), config.vocab_size)  # reward and value
+    estimate = reward_value_estimator(bins, settings.percentile)
+    generator = torch.Generator().manual_seed(1)
+    prefixes = torch.randint(0, config.vocab_size, (4, 4 * TRANSITION + OBS), generator=generator)
+    max_tokens = settings.max_context_transitions * TRANSITION - 1
+
+    def plan(slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        generators = [torch.Generator().manual_seed(slot) for slot in slots]
+        decoder = CachedDecoder(model, max_tokens, len(slots) * settings.n_expand * settings.beam_width)
+        return beam_plan(decoder, prefixes[slots], generators, estimate, settings, OBS, ACT)
+
+    plans, values = plan([0, 1, 2, 3])
+    for slot in range(4):
+        alone_plan, alone_value = plan([slot])
+        assert torch.equal(plans[slot], alone_plan[0]), f"slot {slot} planned otherwise in the batch"
+        assert torch.equal(values[slot], alone_value[0]), f"slot {slot}'s value differs in the batch"
 
 
 @pytest.mark.parametrize("device", DEVICES)

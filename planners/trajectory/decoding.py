@@ -8,17 +8,11 @@ logits from a preallocated `KVCache`: it encodes only the tokens appended since 
 keeps one cache row per distinct token history (beams forked from one parent share it until their
 tokens differ) and, when the window slides (every position then changes), re-encodes the new
 window, again sharing the common parts of the beams' histories. Cache rows stay where they are;
-only a history that forks is copied, once, into a free row. What every beam's history has in common
-before the first fork (for a one-env search, the env's real context in the window) stays in cache row
-0 alone (`KVCache.shared`): forks never copy it and attention reads it once for all beams.
+only a history that forks is copied, once, into a free row.
 """
 
 import torch
 from seqrl.planners.trajectory.model import KVCache, TrajectoryTransformerModel
-
-# below this many cache rows, the split attention's extra small products cost more than the prefix reads they
-# save (beam 8 x n_expand 2, 16 rows: 0.97x; 64 rows: 1.08-1.10x, see benchmarks/tt_planning.py)
-SHARED_PREFIX_ROWS = 32
 
 
 def window_start(length: int, max_tokens: int, transition_dim: int) -> int:
@@ -53,7 +47,6 @@ class CachedDecoder:
         self.cache_row: torch.Tensor | None = None  # (rows,): the cache row holding each row's history
         self.shared = True  # whether rows may share a cache row: then new tokens are deduplicated
         self.settled = False  # whether every row has its own cache row and those are rows [0, rows)
-        self.common = False  # whether every row still has the window's first history (row 0), prefix kept in row 0
         self.start = 0  # sequence position of the window's first token
 
     def logits(self, sequences: torch.Tensor) -> torch.Tensor:
@@ -72,9 +65,9 @@ class CachedDecoder:
 
     def encode_window(self, window: torch.Tensor, start: int) -> torch.Tensor:
         """Encode window (rows, n) from scratch, piece by piece so that rows share their common history."""
-        self.cache.length, self.cache.shared, self.start = 0, 0, start
+        self.cache.length, self.start = 0, start
         self.cache_row = torch.zeros(len(window), dtype=torch.long, device=window.device)  # all share the empty history
-        self.shared, self.settled, self.common = True, False, self.cache.rows >= SHARED_PREFIX_ROWS
+        self.shared, self.settled = True, False
         begin = 0
         for end in self.branch_points(window):
             logits = self.extend(window[:, begin:end])
@@ -109,8 +102,6 @@ class CachedDecoder:
             parents, tokens = distinct[:, 0], distinct[:, 1:]
         else:
             parents, child = self.cache_row, torch.arange(len(tokens), device=tokens.device)
-        if self.common and len(parents) > 1:  # the first fork: the history so far stays in row 0, for every row
-            self.cache.shared, self.common = self.cache.length, False
         home = self.place(parents)
         logits = self.model.decode(torch.empty_like(tokens).index_copy_(0, home, tokens), self.cache)
         self.cache_row = home[child]

@@ -47,11 +47,8 @@ def select_cache(past_key_values: tuple[LayerCache, ...], index: torch.Tensor) -
 class KVCache:
     """Preallocated keys and values of `rows` histories of up to `tokens` tokens, for `decode`.
 
-    Row r's positions [0, length) hold the keys and values of history r, except positions [0, shared):
-    a prefix every row's history has in common (the env's real context, for a one-env search), held
-    by row 0 alone, so that attention over it is one matrix product for all rows and forks copy only
-    what follows it. The fused query/key/value weights are taken from the model when the cache is
-    made: make a new cache after changing weights.
+    Row r's positions [0, length) hold the keys and values of history r. The fused query/key/value
+    weights are taken from the model when the cache is made: make a new cache after changing weights.
     """
 
     def __init__(self, model: "TrajectoryTransformerModel", rows: int, tokens: int) -> None:
@@ -65,12 +62,12 @@ class KVCache:
         self.values = [weight.new_empty(shape) for _ in model.blocks]
         self.qkv = [block.attn.fused_qkv() for block in model.blocks]  # per layer (weight, bias)
         self.allowed = model.allowed_keys(0, tokens)  # (tokens, tokens), sliced by each decode
-        self.rows, self.tokens, self.length, self.shared = rows, tokens, 0, 0
+        self.rows, self.tokens, self.length = rows, tokens, 0
 
     def copy_rows(self, targets: torch.Tensor, sources: torch.Tensor) -> None:
         """Give rows `targets` the histories of rows `sources` (1-D LongTensors; all sources are read first)."""
         for buffer in (*self.keys, *self.values):
-            held = buffer[:, :, self.shared : self.length]  # the shared prefix stays in row 0
+            held = buffer[:, :, : self.length]
             held.index_copy_(0, targets, held.index_select(0, sources))
 
 
@@ -78,25 +75,6 @@ def attention_weights(query: torch.Tensor, key: torch.Tensor, allowed: torch.Ten
     """softmax(query key^T / sqrt(head_dim)) over the allowed (length, total) keys: (batch, n_head, length, total)."""
     scores = query @ key.transpose(-2, -1) / math.sqrt(key.size(-1))
     return F.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-
-
-def cached_attention(
-    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, end: int, shared: int, allowed: torch.Tensor
-) -> torch.Tensor:
-    """Attention of query (rows, n_head, n, head_dim) over cache rows [0, rows), positions [0, end), whose first
-    `shared` positions are row 0's for every row: (rows, n_head, n, head_dim). `allowed` is (n, end)."""
-    rows, n_head, length, head_dim = query.shape
-    if shared == 0 or rows == 1:
-        return attention_weights(query, keys[:rows, :, :end], allowed) @ values[:rows, :, :end]
-    # the shared prefix: one product per head for all rows' queries, (n_head, rows * n, head_dim) x (head_dim, shared)
-    by_head = query.permute(1, 0, 2, 3).reshape(n_head, rows * length, head_dim)
-    prefix = (by_head @ keys[0, :, :shared].transpose(-2, -1)).view(n_head, rows, length, shared).permute(1, 0, 2, 3)
-    own = query @ keys[:rows, :, shared:end].transpose(-2, -1)  # (rows, n_head, n, end - shared)
-    scores = torch.cat((prefix, own), dim=-1) / math.sqrt(head_dim)  # (rows, n_head, n, end)
-    weights = F.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    on_prefix = weights[..., :shared].permute(1, 0, 2, 3).reshape(n_head, rows * length, shared)
-    attended = (on_prefix @ values[0, :, :shared]).view(n_head, rows, length, head_dim).permute(1, 0, 2, 3)
-    return attended + weights[..., shared:] @ values[:rows, :, shared:end]
 
 
 class EinLinear(nn.Module):
@@ -162,9 +140,8 @@ class CausalSelfAttention(nn.Module):
         self, x: torch.Tensor, cache: KVCache, layer: int, allowed: torch.Tensor, last_only: bool
     ) -> torch.Tensor:
         """Attention of x (rows, n, n_embd) at positions [cache.length, cache.length + n), its keys and values
-        written into the cache's buffers of `layer`, whose positions [0, cache.shared) are row 0's for all rows;
-        `allowed` is (n, cache.length + n). With `last_only`, only the last position's output is computed
-        (rows, 1, n_embd)."""
+        written into the cache's buffers of `layer`; `allowed` is (n, cache.length + n). With `last_only`, only the
+        last position's output is computed (rows, 1, n_embd)."""
         rows, length, width = x.shape
         keys, values = cache.keys[layer], cache.values[layer]  # (capacity, n_head, tokens, head_dim)
         start, end = cache.length, cache.length + length
@@ -174,7 +151,9 @@ class CausalSelfAttention(nn.Module):
         values[:rows, :, start:end] = value
         if last_only:
             query, allowed, length = query[:, :, -1:], allowed[-1:], 1
-        attended = cached_attention(query, keys, values, end, cache.shared, allowed)
+        # every row attends over its own cache row: one history's arithmetic never depends on the other rows, so a
+        # slot of a batched search computes bit for bit what it computes alone
+        attended = attention_weights(query, keys[:rows, :, :end], allowed) @ values[:rows, :, :end]
         attended = attended.transpose(1, 2).reshape(rows, length, width)  # heads side by side again
         return F.linear(attended, self.proj.weight, self.proj.bias)
 
