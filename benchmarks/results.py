@@ -3,6 +3,7 @@
     python benchmarks/results.py                          # every run: train (or resume), then evaluate
     python benchmarks/results.py --only dt-hopper-medium  # one run
     python benchmarks/results.py --bundle                 # also copy the bundled runs into the package
+    python benchmarks/results.py --bundled                # evaluate the package's bundled agents as they are
 
 Each run trains with `seqrl train`, resuming an unfinished checkpoint, then evaluates with
 `seqrl evaluate --log ... --resume` on fixed seeds, so an interrupted call picks up where it stopped
@@ -15,7 +16,6 @@ import functools
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ class Run:
     train: list[str]  # further `seqrl train` options
     planner: dict[str, Any] = field(default_factory=dict)  # TT planner settings: evaluated, and bundled as defaults
     bundled: bool = False  # the env's shipped agent of this method (`--bundle` copies it into the package)
+    chosen: str = "last save"  # which of the run's checkpoints is evaluated, and how it was picked
 
     def evaluate_options(self) -> list[str]:
         """`seqrl evaluate` options: ten envs at a time, and the planner settings."""
@@ -78,7 +79,15 @@ RUNS = {
     "dt-hopper-medium-expert-cosine": Run(
         "dt", "zoo/hopper/medium-v0,zoo/hopper/expert-v0", "Hopper-v5", 10000, [*DT_TRAIN, "--decay-steps", "10000"]
     ),
-    "dt-hopper-expert": Run("dt", "zoo/hopper/expert-v0", "Hopper-v5", 8000, DT_TRAIN, bundled=True),
+    "dt-hopper-expert": Run(
+        "dt",
+        "zoo/hopper/expert-v0",
+        "Hopper-v5",
+        8000,
+        DT_TRAIN,
+        bundled=True,
+        chosen="last save; bundled as the Hopper default by seeds 100-149 (held_out.py)",
+    ),
     "dt-halfcheetah-medium": Run("dt", "zoo/halfcheetah/medium-v0", "HalfCheetah-v5", 4000, DT_TRAIN, bundled=True),
     "dt-halfcheetah-medium-expert": Run(
         "dt", "zoo/halfcheetah/medium-v0,zoo/halfcheetah/expert-v0", "HalfCheetah-v5", 4000, DT_TRAIN
@@ -117,14 +126,14 @@ def read_log(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
-def score_cells(scores: list[float]) -> str:
-    """Table cells 'mean ± std | worst mean over 5 consecutive seeds' of scores in seed order."""
-    from seqrl.agents.stats import worst_window_mean
+def score_cells(records: list[dict]) -> str:
+    """Table cells 'mean ± std | IQM [95% interval] | worst mean over 5 consecutive seeds' of records in seed order."""
+    from seqrl.agents.stats import summarize_scores
 
-    worst = worst_window_mean(scores)
-    return (
-        f"{statistics.mean(scores):.1f} ± {statistics.pstdev(scores):.1f} | {'-' if worst is None else f'{worst:.1f}'}"
-    )
+    summary = summarize_scores([r["normalized_score"] for r in records], [r["length"] for r in records])
+    interval = "" if summary.iqm_low is None else f" [{summary.iqm_low:.1f}, {summary.iqm_high:.1f}]"
+    worst = "-" if summary.worst_window_mean is None else f"{summary.worst_window_mean:.1f}"
+    return f"{summary.mean:.1f} ± {summary.std:.1f} | {summary.iqm:.1f}{interval} | {worst}"
 
 
 def read_meta(checkpoint: Path) -> dict:
@@ -186,27 +195,37 @@ def behaviour_score(dataset: str) -> float:
     return load_dataset(dataset).stats()["normalized_score_mean"]
 
 
+def training_cell(meta: dict) -> str:
+    """The training budget a checkpoint's seqrl.json records: updates, tokens, processes, wall time."""
+    processes = meta["training"].get("nproc", 1)  # runs before --nproc trained in one process
+    hours = meta["train_time_s"] / 3600  # the trainer's wall time over all resumed sessions
+    return f"{meta['steps']} updates, {meta['tokens'] / 1e6:.1f}M tokens, {processes} proc, {hours:.2f} h"
+
+
 def table_row(name: str, run: Run, checkpoint: Path, records: list[dict]) -> str:
-    """One markdown row: method, dataset, score, behaviour score, episodes, training, final losses, planner."""
-    scores = [r["normalized_score"] for r in records]
+    """One markdown row: method, dataset, scores, behaviour score, episodes, budget, losses, planner, choice."""
     meta = read_meta(checkpoint)
-    metrics = (checkpoint / "metrics.jsonl").read_text().splitlines()
-    hours = json.loads(metrics[-1])["elapsed"] / 3600  # the trainer's wall time over all resumed sessions
-    device = meta.get("device") or meta["training"]["device"]  # runs before seqrl.json kept the device: the option
     losses = f"{meta['final_loss']:.4f} / {meta['held_out_loss']:.4f}"
     planner = ", ".join(f"{setting} {value}" for setting, value in run.planner.items()) or "-"
     return (
-        f"| {run.method.upper()} | `{run.dataset}` | {score_cells(scores)} | {behaviour_score(run.dataset):.1f} "
-        f"| {len(records)} | {meta.get('steps')} steps, {hours:.2f} h | {device} | {losses} | {planner} | `{name}` |"
+        f"| {run.method.upper()} | `{run.dataset}` | {score_cells(records)} | {behaviour_score(run.dataset):.1f} "
+        f"| {len(records)} | {training_cell(meta)} | {meta['device']} | {losses} | {planner} | {run.chosen} "
+        f"| `{name}` |"
     )
+
+
+def bundled_directory(run: Run) -> Path:
+    """Where the package keeps the run's checkpoint when it is the env's bundled agent of its method."""
+    from seqrl.envs.families import env_family
+
+    return REPO / "agents" / "checkpoints" / f"{env_family(run.env_id)}-{run.method}"
 
 
 def bundle(run: Run, checkpoint: Path) -> None:
     """Copy the checkpoint's inference files into the package as the env's bundled agent, with its planner settings."""
-    from seqrl.envs.families import env_family
     from seqrl.planners.metadata import write_json
 
-    target = REPO / "agents" / "checkpoints" / f"{env_family(run.env_id)}-{run.method}"
+    target = bundled_directory(run)
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for name in BUNDLE_FILES:
@@ -230,27 +249,39 @@ def main() -> None:
     parser.add_argument(
         "--bundle", action="store_true", help="copy the bundled runs' checkpoints into agents/checkpoints/"
     )
+    parser.add_argument(
+        "--bundled",
+        action="store_true",
+        help="evaluate the bundled runs' checkpoints in agents/checkpoints/ (no training; the others are skipped)",
+    )
     args = parser.parse_args()
+    if args.bundle and args.bundled:
+        parser.error("--bundle copies trained runs into the package, --bundled evaluates what is there: pass one")
     os.environ["MINARI_DATASETS_PATH"] = str(args.datasets)
 
     rows = []
     for name in args.only or RUNS:
-        run, checkpoint = RUNS[name], args.runs_dir / name
-        if not args.no_train:
+        run, checkpoint, log = RUNS[name], args.runs_dir / name, args.runs_dir / f"{name}.eval.jsonl"
+        if args.bundled:
+            if not run.bundled:
+                continue
+            checkpoint, log = bundled_directory(run), args.runs_dir / f"{name}.bundled.eval.jsonl"
+        elif not args.no_train:
             train(run, checkpoint, args.threads)
         if not checkpoint.is_dir():
             print(f"skipping {name}: no checkpoint at {checkpoint}", file=sys.stderr)
             continue
-        records = evaluate(run, checkpoint, args.runs_dir / f"{name}.eval.jsonl", args.episodes, args.threads)
+        records = evaluate(run, checkpoint, log, args.episodes, args.threads)
         rows.append(table_row(name, run, checkpoint, records))
         if args.bundle and run.bundled:
             bundle(run, checkpoint)
 
     print(
-        "\n| method | dataset | normalized score (mean ± std) | worst 5-seed mean | behaviour policy | episodes "
-        "| training | device | final loss (train / held-out) | planner | run |"
+        "\n| method | dataset | normalized score (mean ± std) | IQM [95% interval] | worst 5-seed mean "
+        "| behaviour policy | episodes | training | device | final loss (train / held-out) | planner "
+        "| chosen checkpoint | run |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
     print(f"\nevaluation: seeds 0..{args.episodes - 1}, full episodes (1000-step limit)")
 

@@ -2,6 +2,7 @@
 
     python benchmarks/tt_diagnose.py RUN                         # a `seqrl train tt` output directory
     python benchmarks/tt_diagnose.py RUN --episodes 2 --max-steps 300 --beam-width 8 --horizon 5
+    python benchmarks/tt_diagnose.py RUN --windows 0 --episodes 0 --imitation-steps 200
 
 1. Held-out prediction, on the episodes the run held out (the same split as training): per token kind
    (observation, action, reward, value) the cross-entropy in nats against the log(bins) nats of
@@ -12,6 +13,11 @@
    followed (the terminal reward replaced by the training's penalty; steps whose return the step limit
    cuts short are left out), and the plan's predicted first
    reward against the reward that came.
+3. Imitation (--imitation-steps N): the planner as a greedy policy (beam 1, horizon 1, top-1 action
+   tokens), first on the held-out episodes' first N steps with the context the data gives (each step
+   is told the action the data took, so the context follows the data): its actions against the data's
+   (mean absolute error, correlation per action dimension); then in closed loop, acting on its own
+   actions in the env for N steps from reset: reward per step against the data's over its first N.
 """
 
 import argparse
@@ -129,27 +135,81 @@ def planned_vs_realized(run: Path, episodes: int, max_steps: int, settings: dict
     }
 
 
+GREEDY = {"beam_width": 1, "n_expand": 1, "horizon": 1, "k_act": 1, "cdf_act": None}  # imitation, no search
+
+
+@torch.inference_mode()
+def imitation(run: Path, steps: int, episodes: int) -> dict[str, str]:
+    """Greedy-policy actions against held-out data actions (context from the data), and closed-loop reward."""
+    meta = json.loads((run / META_FILE).read_text())
+    training = meta["training"]
+    dataset = load_dataset(training["dataset"])
+    _, held_ids = split_episodes(len(dataset.episodes), training["holdout"], training["seed"])
+    env = gym.make(meta["env_id"])
+    agent = load_agent(run, env, **GREEDY)
+    taken, chosen, data_rewards = [], [], []
+    for index in held_ids[:episodes]:
+        episode = dataset.episodes[index]
+        agent.reset(SEED, slot=0)
+        for t in range(min(steps, len(episode.actions))):
+            chosen.append(agent.act_batch(episode.observations[t][None], [0])[0])
+            taken.append(episode.actions[t])
+            agent.state(0).action = episode.actions[t].astype(np.float64)  # the context follows the data
+            agent.observe_batch(episode.rewards[t : t + 1], [0])
+        data_rewards.append(episode.rewards[:steps].mean())
+    taken, chosen = np.array(taken), np.array(chosen)
+    correlation = [np.corrcoef(chosen[:, j], taken[:, j])[0, 1] for j in range(taken.shape[1])]
+    closed_rewards = []
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=SEED + episode)
+        agent.reset(SEED + episode, slot=0)
+        rewards = []
+        for _ in range(steps):
+            action = agent.act_batch(observation[None], [0])[0]
+            observation, reward, terminated, truncated, _ = env.step(action)
+            agent.observe_batch(np.array([reward]), [0])
+            rewards.append(reward)
+            if terminated or truncated:
+                break
+        closed_rewards.append(np.mean(rewards))
+    return {
+        "held-out episodes": f"{len(data_rewards)}, first {steps} steps each",
+        "data context: |action - data action| (mean)": f"{np.abs(chosen - taken).mean():.3f}",
+        "data context: correlation per action dimension": " ".join(f"{c:.2f}" for c in correlation),
+        "data context: data action std per dimension": " ".join(f"{v:.2f}" for v in taken.std(0)),
+        "closed loop: reward per step (mean over episodes)": f"{np.mean(closed_rewards):.2f}",
+        "data: reward per step over the same steps": f"{np.mean(data_rewards):.2f}",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a `seqrl train tt` output directory")
-    parser.add_argument("--windows", type=int, default=2048, help="held-out windows to score")
+    parser.add_argument("--windows", type=int, default=2048, help="held-out windows to score (0: skip part 1)")
     parser.add_argument("--episodes", type=int, default=2, help="episodes to plan (0: skip part 2)")
     parser.add_argument("--max-steps", type=int, default=1000, help="step limit of each episode")
     parser.add_argument("--beam-width", type=int, default=None, help="planner beam width (default: the checkpoint's)")
     parser.add_argument("--horizon", type=int, default=None, help="planner horizon (default: the checkpoint's)")
+    parser.add_argument("--imitation-steps", type=int, default=0, help="steps of part 3 per episode (0: skip it)")
+    parser.add_argument("--imitation-episodes", type=int, default=3, help="episodes of part 3, each way")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bins = json.loads((args.run / META_FILE).read_text())["n_bins"]
-    print(f"held-out prediction of {args.run} ({args.windows} windows; marginal guess {math.log(bins):.2f} nats)")
-    print(f"{'kind':<12} {'nats':>6} {'top-1':>6} {'±1 bin':>7} {'|mean err|/std':>15}")
-    for kind, nats, top1, near, error in held_out_prediction(args.run, args.windows):
-        print(f"{kind:<12} {nats:6.2f} {top1:6.1%} {near:7.1%} {error:15.3f}")
+    if args.windows:
+        print(f"held-out prediction of {args.run} ({args.windows} windows; marginal guess {math.log(bins):.2f} nats)")
+        print(f"{'kind':<12} {'nats':>6} {'top-1':>6} {'±1 bin':>7} {'|mean err|/std':>15}")
+        for kind, nats, top1, near, error in held_out_prediction(args.run, args.windows):
+            print(f"{kind:<12} {nats:6.2f} {top1:6.1%} {near:7.1%} {error:15.3f}")
     if args.episodes:
         settings = {name: value for name in ("beam_width", "horizon") if (value := getattr(args, name)) is not None}
         print(f"planned vs realized over {args.episodes} episodes (seeds {SEED}+), settings {settings or 'stored'}")
         for name, value in planned_vs_realized(args.run, args.episodes, args.max_steps, settings).items():
             print(f"  {name}: {value:.3f}" if isinstance(value, float) else f"  {name}: {value}")
+    if args.imitation_steps:
+        print(f"imitation by the greedy planner {GREEDY} (closed-loop seeds {SEED}+)")
+        for name, value in imitation(args.run, args.imitation_steps, args.imitation_episodes).items():
+            print(f"  {name}: {value}")
 
 
 if __name__ == "__main__":

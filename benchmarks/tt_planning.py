@@ -11,7 +11,10 @@ Then --envs envs planned together in one search against as many single-env searc
 call (matrix products and attention scores); CPU time is process time, the steadier figure on a shared
 machine; "matmul share" is the share of the profiled time spent in matrix products (addmm, mm, bmm).
 On --device cuda the cached path is the CUDA-graph decoder, and times are wall times.
-Run: python benchmarks/tt_planning.py [--steps-a 5] [--steps-b 2] [--envs 16] [--threads 1] [--device cpu]
+Last, the bundled Hopper TT at its bundled settings plans --bundled-steps real Hopper steps (after 5 to warm
+up): CPU ms per env step (target <= 60), model calls per env step and what one costs, and where the time goes.
+Run: python benchmarks/tt_planning.py [--steps-a 5] [--steps-b 2] [--envs 16] [--bundled-steps 20] [--threads 1]
+[--device cpu]
 """
 
 import argparse
@@ -221,6 +224,87 @@ def run_envs(setting: str, envs: int, together: bool, threads: int, device: str)
     return {"seconds": elapsed, "peak_mb": (memory_kib("VmHWM") - memory_before) / 1024, "plans": plans}
 
 
+def bundled_steps(steps: int, threads: int, device: str) -> dict[str, Any]:
+    """Plan `steps` real Hopper steps with the bundled TT: CPU seconds per step, model calls, profiled op shares."""
+    from seqrl.planners.registry import bundled_checkpoint, load_agent
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    env = gym.make("Hopper-v5", terminate_when_unhealthy=False)
+    agent = load_agent(bundled_checkpoint("Hopper-v5", "tt"), env, device=device)
+    calls = {"decode": 0}
+    decode = agent.model.decode
+
+    def counted(*args: Any) -> torch.Tensor:
+        calls["decode"] += 1
+        return decode(*args)
+
+    agent.model.decode = counted
+    observation, _ = env.reset(seed=0)
+    agent.reset(seed=0)
+    clock, seconds = Clock(device), []
+
+    def step() -> None:
+        nonlocal observation
+        started = clock()
+        action = agent.act_batch(observation[None], [0])[0]
+        seconds.append(clock() - started)
+        observation, reward, *_ = env.step(action)
+        agent.observe_batch(np.array([reward]), [0])
+
+    for _ in range(5):
+        step()
+    seconds.clear()
+    calls["decode"] = 0
+    for _ in range(steps):
+        step()
+    decode_calls = calls["decode"] / steps
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as profiled:
+        for _ in range(3):
+            step()
+    events = profiled.key_averages()
+    total = sum(event.self_cpu_time_total for event in events)
+    linear = sum(event.self_cpu_time_total for event in events if event.key == "aten::addmm")
+    linear_calls = sum(event.count for event in events if event.key == "aten::addmm")
+    return {
+        "settings": {name: agent.settings()[name] for name in ("beam_width", "horizon", "n_expand")},
+        "seconds": statistics.median(seconds),
+        "decode_calls": decode_calls,
+        "linear_share": linear / total,
+        "linear_us": linear / linear_calls,
+        "matmul_share": matmul_share(profiled, device),
+    }
+
+
+def print_bundled(args: argparse.Namespace) -> None:
+    """The bundled Hopper TT at its bundled settings: time per env step, model calls, where the time goes."""
+    result = in_fresh_process(bundled_steps, args.bundled_steps, args.threads, args.device)
+    time_kind = "wall" if args.device == "cuda" else "CPU"
+    settings = ", ".join(f"{name} {value}" for name, value in result["settings"].items())
+    table = Table(title=f"bundled Hopper TT ({settings}), {args.bundled_steps} real Hopper steps, {args.device}")
+    columns = (f"{time_kind} ms / env step", "target", "model calls / step", f"{time_kind} ms / call",
+               "linear layers' share", "us / linear", "matmul share")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_row(
+        f"{result['seconds'] * 1e3:,.0f}",
+        "<= 60",
+        f"{result['decode_calls']:.0f}",
+        f"{result['seconds'] * 1e3 / result['decode_calls']:.2f}",
+        f"{result['linear_share']:.0%}",
+        f"{result['linear_us']:.0f}",
+        f"{result['matmul_share']:.0%}",
+    )
+    Console(width=150).print(table)
+
+
+def identical_plans(these: list, those: list) -> int:
+    """How many (plan, value) pairs agree to the bit."""
+    pairs = zip(these, those)
+    return sum(torch.equal(plan_a, plan_b) and value_a == value_b for (plan_a, value_a), (plan_b, value_b) in pairs)
+
+
 def same_plans(these: list, those: list) -> int:
     """How many (plan, value) pairs agree: tokens exactly, values to float32 rounding."""
     return sum(
@@ -243,8 +327,9 @@ def main() -> None:
         "--steps-b", type=int, default=2, help="planned env steps at setting (b); ~1-2 min each uncached"
     )
     parser.add_argument("--envs", type=int, default=16, help="envs planned together in the many-env rows (0: none)")
+    parser.add_argument("--bundled-steps", type=int, default=20, help="env steps of the bundled Hopper TT (0: none)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared machine)")
-    parser.add_argument("--settings", default="ab", help="which settings to run: a, b or ab")
+    parser.add_argument("--settings", default="ab", help="which settings to run: a, b, ab or '' (none)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to plan")
     args = parser.parse_args()
 
@@ -282,9 +367,12 @@ def main() -> None:
                 f"{result['peak_mb']:,.0f}",
                 f"{same}/{steps}" if cached else "",
             )
-    Console(width=150).print(table)
+    if args.settings:
+        Console(width=150).print(table)
     if args.envs:
         print_many_envs(args)
+    if args.bundled_steps:
+        print_bundled(args)
 
 
 def print_many_envs(args: argparse.Namespace) -> None:
@@ -292,7 +380,7 @@ def print_many_envs(args: argparse.Namespace) -> None:
     time_kind = "wall" if args.device == "cuda" else "CPU"
     title = f"{args.envs} envs, one env step each, kv cache, {args.device}; env steps/s of {time_kind} time"
     table = Table(title=title)
-    for column in ("setting", "search", f"{time_kind} s", "env steps/s", "speed-up", "peak MB", "same plans"):
+    for column in ("setting", "search", f"{time_kind} s", "env steps/s", "speed-up", "peak MB", "same plans (bits)"):
         table.add_column(column, justify="right", no_wrap=True)
     for setting in args.settings:
         alone, together = (
@@ -308,7 +396,7 @@ def print_many_envs(args: argparse.Namespace) -> None:
                 f"{args.envs / result['seconds']:,.2f}",
                 f"{alone['seconds'] / result['seconds']:.1f}x",
                 f"{result['peak_mb']:,.0f}",
-                f"{same_plans(alone['plans'], together['plans'])}/{args.envs}" if result is together else "",
+                f"{identical_plans(alone['plans'], together['plans'])}/{args.envs}" if result is together else "",
             )
     Console(width=150).print(table)
 
