@@ -68,9 +68,8 @@ def leave_group() -> None:
     """End a finished run's process group together: every rank waits for the others, then tears it down."""
     # A rank that tears down (or exits) while another still waits on the group can abort that one with
     # "terminate called without an active exception"; after the barrier no rank uses the group again.
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    barrier()
+    _destroy_group()
 
 
 def _destroy_group() -> None:
