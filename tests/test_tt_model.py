@@ -160,7 +160,8 @@ def test_preallocated_cache_decodes_as_the_full_forward(model):
         if start == 2 * TRANSITION:  # fork: row 3 continues row 1's history
             cache.copy_rows(torch.tensor([3]), torch.tensor([1]))
             trajectories, full = trajectories[[0, 1, 2, 1]], full[[0, 1, 2, 1]]
-    assert cache.length == 40 and cache.keys[0].shape == (4, SMALL["n_head"], 40, SMALL["n_embd"] // SMALL["n_head"])
+    head_dim = SMALL["n_embd"] // SMALL["n_head"]
+    assert cache.length == 40 and cache.layers[0].shape == (2, 4, SMALL["n_head"], 40, head_dim)
     with pytest.raises(SeqrlError, match="larger cache"):
         model.decode(trajectories[:, :1], cache)
 

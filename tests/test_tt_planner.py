@@ -327,7 +327,7 @@ def test_memory_stays_bounded_over_a_1000_step_episode(tmp_path, monkeypatch):
 
     def recorded(slots):
         decoder = make_decoder(slots)
-        cache_shapes.add(tuple(decoder.cache.keys[0].shape))
+        cache_shapes.add(tuple(decoder.cache.layers[0].shape))
         return decoder
 
     monkeypatch.setattr(agent, "decoder", recorded)
@@ -342,7 +342,8 @@ def test_memory_stays_bounded_over_a_1000_step_episode(tmp_path, monkeypatch):
             if step == 199:
                 then = measured
     assert len(agent.slots[0].context) == 5
-    assert cache_shapes == {(2, 1, agent.max_tokens, 8)}  # (n_expand * beam_width, n_head, window, head_dim) always
+    # (keys and values, n_expand * beam_width, n_head, window, head_dim), always
+    assert cache_shapes == {(2, 2, 1, agent.max_tokens, 8)}
     assert measured[0] == then[0]  # the same context and plan sizes
     assert measured[1] - then[1] < 20  # no Python objects pile up (each leaked tensor or array would count)
     assert measured[2] - then[2] < 2_000_000  # and no memory: a leaked cache would be megabytes

@@ -57,18 +57,21 @@ class KVCache:
             raise SeqrlError(
                 f"a cache of {tokens} tokens exceeds the model's block size {config.block_size}; shorten the context"
             )
-        shape = (rows, config.n_head, tokens, config.n_embd // config.n_head)  # per layer
-        self.keys = [weight.new_empty(shape) for _ in model.blocks]
-        self.values = [weight.new_empty(shape) for _ in model.blocks]
+        # per layer, keys [0] and values [1] side by side, so that one copy writes both
+        shape = (2, rows, config.n_head, tokens, config.n_embd // config.n_head)
+        self.layers = [weight.new_empty(shape) for _ in model.blocks]
         self.qkv = [block.attn.fused_qkv() for block in model.blocks]  # per layer (weight, bias)
-        self.allowed = model.allowed_keys(0, tokens)  # (tokens, tokens), sliced by each decode
+        allowed = model.allowed_keys(0, tokens)  # (tokens, tokens)
+        # added to attention scores, sliced by each decode: 0 where a key is allowed, -inf where masked (adding -inf
+        # gives the bits of masked_fill, in one in-place op instead of a negation, a copy and a fill per layer)
+        self.bias = weight.new_zeros(allowed.shape).masked_fill_(~allowed, -math.inf)
         self.rows, self.tokens, self.length = rows, tokens, 0
 
     def copy_rows(self, targets: torch.Tensor, sources: torch.Tensor) -> None:
         """Give rows `targets` the histories of rows `sources` (1-D LongTensors; all sources are read first)."""
-        for buffer in (*self.keys, *self.values):
-            held = buffer[:, :, : self.length]
-            held.index_copy_(0, targets, held.index_select(0, sources))
+        for buffer in self.layers:
+            held = buffer[:, :, :, : self.length]
+            held.index_copy_(1, targets, held.index_select(1, sources))
 
 
 def attention_weights(query: torch.Tensor, key: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -136,25 +139,29 @@ class CausalSelfAttention(nn.Module):
         weight, bias = torch.cat([layer.weight for layer in layers]), torch.cat([layer.bias for layer in layers])
         return weight.detach(), bias.detach()
 
-    def decode(
-        self, x: torch.Tensor, cache: KVCache, layer: int, allowed: torch.Tensor, last_only: bool
-    ) -> torch.Tensor:
+    def decode(self, x: torch.Tensor, cache: KVCache, layer: int, bias: torch.Tensor, last_only: bool) -> torch.Tensor:
         """Attention of x (rows, n, n_embd) at positions [cache.length, cache.length + n), its keys and values
-        written into the cache's buffers of `layer`; `allowed` is (n, cache.length + n). With `last_only`, only the
-        last position's output is computed (rows, 1, n_embd)."""
+        written into the cache's buffers of `layer`; `bias` (n, cache.length + n) is 0 or -inf. With `last_only`,
+        only the last position's output is computed (rows, 1, n_embd)."""
         rows, length, width = x.shape
-        keys, values = cache.keys[layer], cache.values[layer]  # (capacity, n_head, tokens, head_dim)
+        buffer = cache.layers[layer]  # (2, capacity, n_head, tokens, head_dim): keys, values
         start, end = cache.length, cache.length + length
-        # (rows, n, 3 * width) -> 3 x (rows, n_head, n, head_dim)
-        query, key, value = F.linear(x, *cache.qkv[layer]).view(rows, length, 3, self.n_head, -1).permute(2, 0, 3, 1, 4)
-        keys[:rows, :, start:end] = key
-        values[:rows, :, start:end] = value
+        # (rows, n, 3 * width) -> (3, rows, n_head, n, head_dim): queries, keys, values
+        projected = F.linear(x, *cache.qkv[layer]).view(rows, length, 3, self.n_head, -1).permute(2, 0, 3, 1, 4)
+        buffer[:, :rows, :, start:end] = projected[1:]
+        query = projected[0]
         if last_only:
-            query, allowed, length = query[:, :, -1:], allowed[-1:], 1
+            query, bias, length = query[:, :, -1:], bias[-1:], 1
         # every row attends over its own cache row: one history's arithmetic never depends on the other rows, so a
-        # slot of a batched search computes bit for bit what it computes alone
-        attended = attention_weights(query, keys[:rows, :, :end], allowed) @ values[:rows, :, :end]
-        attended = attended.transpose(1, 2).reshape(rows, length, width)  # heads side by side again
+        # slot of a batched search computes bit for bit what it computes alone. The products are `attention_weights`'
+        # on (rows * n_head, ...) views, by bmm: what `@` computes on 4-D operands, without its broadcasting ops.
+        head_dim = width // self.n_head
+        query = query.reshape(rows * self.n_head, length, head_dim)
+        keys, values = buffer[:, :rows, :, :end].reshape(2, rows * self.n_head, end, head_dim)  # views
+        scores = torch.bmm(query, keys.transpose(1, 2)).div_(math.sqrt(head_dim)).add_(bias)  # (.., n, end)
+        attended = torch.bmm(F.softmax(scores, dim=-1), values)
+        # (rows * n_head, n, head_dim) -> (rows, n, width): heads side by side again
+        attended = attended.view(rows, self.n_head, length, head_dim).transpose(1, 2).reshape(rows, length, width)
         return F.linear(attended, self.proj.weight, self.proj.bias)
 
 
@@ -181,13 +188,11 @@ class Block(nn.Module):
         x = x + self.drop(self.l2(self.act(self.l1(self.ln2(x)))))
         return x, present, weights
 
-    def decode(
-        self, x: torch.Tensor, cache: KVCache, layer: int, allowed: torch.Tensor, last_only: bool
-    ) -> torch.Tensor:
+    def decode(self, x: torch.Tensor, cache: KVCache, layer: int, bias: torch.Tensor, last_only: bool) -> torch.Tensor:
         """`forward` at inference, writing keys and values into the cache (see `CausalSelfAttention.decode`)."""
         width = x.shape[-1]
         normed = F.layer_norm(x, (width,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
-        attended = self.attn.decode(normed, cache, layer, allowed, last_only)
+        attended = self.attn.decode(normed, cache, layer, bias, last_only)
         x = x[:, -1:] + attended if last_only else x + attended
         normed = F.layer_norm(x, (width,), self.ln2.weight, self.ln2.bias, self.ln2.eps)
         hidden = F.gelu(F.linear(normed, self.l1.weight, self.l1.bias))  # (rows, n, 4 * n_embd)
@@ -317,10 +322,10 @@ class TrajectoryTransformerModel(PretrainedModel):
                 f"{cache.tokens} tokens; make a larger cache"
             )
         x = self.embed(trajectories, start)  # (rows, length, n_embd)
-        allowed = cache.allowed[start:end, :end]
+        bias = cache.bias[start:end, :end]
         for index, block in enumerate(self.blocks):
             # the last block needs every new token's keys and values, but only the last token's output
-            x = block.decode(x, cache, index, allowed, index == len(self.blocks) - 1)
+            x = block.decode(x, cache, index, bias, index == len(self.blocks) - 1)
         cache.length = end
         last = F.layer_norm(x[:, -1], (x.shape[-1],), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)  # (rows, n_embd)
         return F.linear(last, self.head.weight[(end - 1) % self.config.transition_dim])
