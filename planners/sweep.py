@@ -18,7 +18,7 @@ from rich.console import Console
 from seqrl import SeqrlError, __version__
 from seqrl.agents.bundled import bundled_checkpoint, bundled_methods
 from seqrl.agents.episode_log import EpisodeLog, episode_record
-from seqrl.agents.options import MAX_SEED, Options, check_seed_range, option
+from seqrl.agents.options import MAX_SEED, NONE_WORD, Options, check_seed_range, option
 from seqrl.agents.rollout import MAX_EPISODES
 from seqrl.agents.sweep_report import SweepProgress, run_key, sweep_table
 from seqrl.planners.workers import (
@@ -84,10 +84,12 @@ class Cell:
 
 
 def parse_value(text: str) -> Any:
-    """A --set value as JSON would read it: integer, float, true/false, else the string itself."""
+    """A --set value as JSON would read it: integer, float, true/false, none (option off), else the string itself."""
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
+    if lowered == NONE_WORD:
+        return None
     for convert in (int, float):
         try:
             return convert(text)

@@ -229,3 +229,11 @@ def test_checkpoint_history_glob_and_shell_expansion(seqrl, tmp_path):
     done = seqrl(*common, *shell_expanded, "--log", "history.jsonl", "--resume")  # the same cells: nothing to run
     assert done.returncode == 0, done.stderr
     assert len(read_log(tmp_path / "history.jsonl")) == 2
+
+
+def test_none_switches_an_option_off_in_a_grid(seqrl, tmp_path):
+    grid = ("--set", "k_act=none,2", "--set", "beam_width=2", "--set", "horizon=1", "--set", "n_expand=1")
+    done = seqrl("evaluate", "--env", "Hopper-v5", "--agent", "tt", *grid, "--episodes", 1, "--max-steps", 2,
+                 "--threads", "1", "--quiet", "--log", "off.jsonl")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(str(r["config"]["k_act"]) for r in read_log(tmp_path / "off.jsonl")) == ["2", "None"]

@@ -24,6 +24,11 @@ from torch.autograd.function import once_differentiable
 QUERY_BLOCK = 40  # queries per block: fewer blocks compute more masked entries, more blocks make small matmuls
 
 
+def mask_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where `allowed`, -inf elsewhere: added to scores, it gives the bits of `masked_fill(~allowed, -inf)`."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+
+
 def keep_mask(shape: tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
     """A uint8 tensor of `shape`, each entry 0 with probability p (to within 2**-32) and 1 otherwise."""
     count = math.prod(shape)
@@ -60,7 +65,7 @@ class BlockedAttention(torch.autograd.Function):
         rows, length, head_dim = query.shape
         total = allowed.shape[1]
         start = total - length  # cached keys before the first query
-        bias = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device).masked_fill_(~allowed, float("-inf"))
+        bias = mask_bias(allowed, query.dtype)
         scaled = query * (1 / math.sqrt(head_dim))
         blocks, outputs = [], []
         for first in range(0, length, QUERY_BLOCK):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from seqrl import SeqrlError
 from seqrl.planners.checkpoint import PretrainedModel
 from seqrl.planners.trajectory.config import TrajectoryTransformerConfig
-from seqrl.planners.trajectory.kernels import BitDropout, Linear, blocked_attention
+from seqrl.planners.trajectory.kernels import BitDropout, Linear, blocked_attention, mask_bias
 from torch import nn
 
 LayerCache = tuple[torch.Tensor, torch.Tensor]
@@ -61,10 +61,8 @@ class KVCache:
         shape = (2, rows, config.n_head, tokens, config.n_embd // config.n_head)
         self.layers = [weight.new_empty(shape) for _ in model.blocks]
         self.qkv = [block.attn.fused_qkv() for block in model.blocks]  # per layer (weight, bias)
-        allowed = model.allowed_keys(0, tokens)  # (tokens, tokens)
-        # added to attention scores, sliced by each decode: 0 where a key is allowed, -inf where masked (adding -inf
-        # gives the bits of masked_fill, in one in-place op instead of a negation, a copy and a fill per layer)
-        self.bias = weight.new_zeros(allowed.shape).masked_fill_(~allowed, -math.inf)
+        # (tokens, tokens), sliced by each decode: made once here instead of a negation, a copy and a fill per layer
+        self.bias = mask_bias(model.allowed_keys(0, tokens), weight.dtype)
         self.rows, self.tokens, self.length = rows, tokens, 0
 
     def copy_rows(self, targets: torch.Tensor, sources: torch.Tensor) -> None:
@@ -74,10 +72,11 @@ class KVCache:
             held.index_copy_(1, targets, held.index_select(1, sources))
 
 
-def attention_weights(query: torch.Tensor, key: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """softmax(query key^T / sqrt(head_dim)) over the allowed (length, total) keys: (batch, n_head, length, total)."""
-    scores = query @ key.transpose(-2, -1) / math.sqrt(key.size(-1))
-    return F.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+def attention_weights(query: torch.Tensor, key: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """softmax(query key^T / sqrt(head_dim) + bias) (rows, length, total) of query (rows, length, head_dim) and key
+    (rows, total, head_dim); `bias` (length, total) is 0 or -inf (`mask_bias`)."""
+    scores = torch.bmm(query, key.transpose(1, 2)).div_(math.sqrt(key.size(-1))).add_(bias)
+    return F.softmax(scores, dim=-1)
 
 
 class EinLinear(nn.Module):
@@ -121,7 +120,10 @@ class CausalSelfAttention(nn.Module):
             value = torch.cat((layer_past[1], value), dim=2)
         p = self.attn_drop.p if self.training else 0.0
         if output_attentions or (length == 1 and p == 0.0):  # one query (decoding): plain products beat SDPA on CPU
-            weights = self.attn_drop(attention_weights(query, key, allowed))  # (batch, n_head, length, total)
+            # (batch, n_head, tokens, head_dim) -> (batch * n_head, tokens, head_dim) for `attention_weights`
+            flat = (batch * self.n_head, -1, width // self.n_head)
+            weights = attention_weights(query.reshape(flat), key.reshape(flat), mask_bias(allowed, query.dtype))
+            weights = self.attn_drop(weights.view(batch, self.n_head, length, -1))  # (batch, n_head, length, total)
             attended = weights @ value
             weights = weights if output_attentions else None
         elif 0 < p < 1 and x.device.type == "cpu":  # SDPA's CPU kernels cannot drop out: its math path is slow
@@ -153,13 +155,12 @@ class CausalSelfAttention(nn.Module):
         if last_only:
             query, bias, length = query[:, :, -1:], bias[-1:], 1
         # every row attends over its own cache row: one history's arithmetic never depends on the other rows, so a
-        # slot of a batched search computes bit for bit what it computes alone. The products are `attention_weights`'
-        # on (rows * n_head, ...) views, by bmm: what `@` computes on 4-D operands, without its broadcasting ops.
+        # slot of a batched search computes bit for bit what it computes alone. The products run by bmm on
+        # (rows * n_head, ...) views: what `@` computes on 4-D operands, without its broadcasting ops.
         head_dim = width // self.n_head
         query = query.reshape(rows * self.n_head, length, head_dim)
         keys, values = buffer[:, :rows, :, :end].reshape(2, rows * self.n_head, end, head_dim)  # views
-        scores = torch.bmm(query, keys.transpose(1, 2)).div_(math.sqrt(head_dim)).add_(bias)  # (.., n, end)
-        attended = torch.bmm(F.softmax(scores, dim=-1), values)
+        attended = torch.bmm(attention_weights(query, keys, bias), values)  # (rows * n_head, n, head_dim)
         # (rows * n_head, n, head_dim) -> (rows, n, width): heads side by side again
         attended = attended.view(rows, self.n_head, length, head_dim).transpose(1, 2).reshape(rows, length, width)
         return F.linear(attended, self.proj.weight, self.proj.bias)
