@@ -1,16 +1,19 @@
 """Training pieces shared by the TT and DT trainers: AdamW groups, warmup + cosine, batches, metrics, checkpoints."""
 
+import contextlib
 import dataclasses
+import fcntl
+import functools
 import json
 import math
 import os
 import pickle
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,7 +27,7 @@ from seqrl.envs.datasets import OfflineDataset, load_dataset
 from seqrl.planners.checkpoint import PretrainedModel, atomic_directory
 from seqrl.planners.device import resolve_device, set_threads
 from seqrl.planners.metadata import META_FILE, CheckpointMeta, read_json
-from seqrl.planners.parallel import Ranks, barrier, join_group, leave_group, ranks
+from seqrl.planners.parallel import Ranks, barrier, join_group, leave_group, needs_launch, ranks
 from seqrl.planners.train_board import open_board, write_scalars
 from seqrl.planners.train_eval import BEST_DIR, TrainingEvaluation
 from seqrl.planners.train_options import RunArgs
@@ -35,6 +38,7 @@ METRICS_FILE = "metrics.jsonl"
 HISTORY_DIR = "checkpoints"  # --keep-checkpoints: every save also as HISTORY_DIR/step-N
 ETA_WARNING_HOURS = 24  # a run planned to take longer than this on its device gets a warning
 Batch = Sequence[torch.Tensor]
+RunArgsT = TypeVar("RunArgsT", bound=RunArgs)
 
 
 def training_results(summary: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -146,6 +150,45 @@ def warn_short_run(warmup_steps: int, steps: int, flag: str) -> None:
             f"the warmup ({warmup_steps:,} steps) is longer than the run ({steps:,} steps), so the lr never reaches "
             f"--lr; lower {flag}"
         )
+
+
+def holding_out(train: Callable[[RunArgsT], Any]) -> Callable[[RunArgsT], Any]:
+    """`train(args)` run with `args.out` locked by its rank 0, so that no second run trains into it meanwhile."""
+
+    @functools.wraps(train)
+    def locked(args: RunArgsT) -> Any:
+        if needs_launch(args.nproc) or ranks().rank > 0:  # the launcher's rank 0 takes the lock
+            return train(args)
+        with run_lock(Path(args.out)):
+            return train(args)
+
+    return locked
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold an flock on a file beside `out` (which every save replaces), or refuse while another run holds it.
+
+    The kernel drops an flock when its process ends however it ends, so a killed run leaves no stale lock.
+    """
+    where = out.resolve()  # one lock whatever the spelling: relative, with "..", through a link
+    lock_path = where.parent / f".{where.name}.lock"
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(lock_path, "a")
+    except OSError as error:
+        raise SeqrlError(
+            f"cannot create {lock_path} ({error.strerror}); choose a --out in a writable directory"
+        ) from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SeqrlError(
+                f"another `seqrl train` is writing to --out {out} (it holds {lock_path}); "
+                "wait for it to finish or choose another --out"
+            ) from None
+        yield
 
 
 def fresh_output_directory(out: Path) -> None:

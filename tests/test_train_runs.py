@@ -186,3 +186,22 @@ def test_a_failed_save_is_one_line_and_keeps_the_previous_checkpoint(seqrl_comma
     assert "the checkpoint of step 15 is intact" in done.stderr
     after = load_file(tmp_path / "run" / "model.safetensors")
     assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+def test_a_second_run_into_a_live_runs_out_is_refused_and_leaves_it_intact(seqrl_command, seqrl, dataset, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "tt", "--dataset", dataset, "--out", out, *TINY_RUN, "--eval-every", 1]
+    first = subprocess.Popen(list(map(str, [seqrl_command, *args, "--steps", 1_000_000])), stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (out / "training_state.pt").exists())  # past its first save
+        for extra in ([], ["--resume"]):
+            second = seqrl(*args, "--steps", 1_000_000, *extra)
+            assert second.returncode == 1, second.stderr
+            assert f"another `seqrl train` is writing to --out {out}" in second.stderr, second.stderr
+        assert metrics(out)[0]["step"] == 1  # the live run's records were not wiped
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert first.returncode == 130
+    resumed = seqrl(*args, "--steps", metrics(out)[-1]["step"] + 2, "--resume")  # the lock went with the process
+    assert resumed.returncode == 0, resumed.stderr

@@ -17,6 +17,7 @@ from seqrl.planners.parallel import launch, needs_launch
 from seqrl.planners.train_eval import training_evaluation
 from seqrl.planners.training import (
     Trainer,
+    holding_out,
     split_episodes,
     start_run,
     training_results,
@@ -27,6 +28,7 @@ from seqrl.planners.training import (
 HELD_OUT_WINDOWS = 1024  # held-out windows scored at every evaluation
 
 
+@holding_out
 def train_dt(args: TrainArgs) -> dict[str, Any] | None:
     """Train (or resume) a Decision Transformer into `args.out`; the final metrics record."""
     if needs_launch(args.nproc):

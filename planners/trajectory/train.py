@@ -16,6 +16,7 @@ from seqrl.planners.training import (
     EpochSampler,
     Trainer,
     adamw,
+    holding_out,
     split_episodes,
     start_run,
     training_results,
@@ -32,6 +33,7 @@ HELD_OUT_WINDOWS = 4096  # held-out windows scored at every evaluation
 REFERENCE_SAMPLES = 50 * 1_000_000  # the original trains for 50 epochs of a 1M-step dataset, whatever its size
 
 
+@holding_out
 def train_tt(args: TrainArgs) -> dict[str, Any] | None:
     """Train (or resume) a Trajectory Transformer into `args.out`; the final metrics record."""
     if needs_launch(args.nproc):
