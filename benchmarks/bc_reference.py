@@ -84,7 +84,7 @@ def main() -> None:
     def steps(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         chosen = [episodes[i] for i in ids]
         return (
-            np.concatenate([e.observations[: len(e.actions)] for e in chosen]),
+            np.concatenate([e.observations for e in chosen]),
             np.concatenate([e.actions for e in chosen]).astype(np.float64),
         )
 
@@ -92,7 +92,8 @@ def main() -> None:
     obs_dim = train_obs.shape[1]
     bins = Discretizer.fit(np.concatenate(steps(np.arange(len(episodes))), axis=1), args.n_bins)  # as the TT fits
     observation_bins, action_bins = bins.select(slice(0, obs_dim)), bins.select(slice(obs_dim, None))
-    low, high = gym.make(args.env).action_space.low, gym.make(args.env).action_space.high
+    space = gym.make(args.env).action_space
+    low, high = space.low, space.high
     mean, std = train_obs.mean(0), train_obs.std(0) + 1e-8
 
     def tokens(observations: np.ndarray) -> np.ndarray:
