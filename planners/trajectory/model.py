@@ -68,8 +68,9 @@ class KVCache:
     def copy_rows(self, targets: torch.Tensor, sources: torch.Tensor) -> None:
         """Give rows `targets` the histories of rows `sources` (1-D LongTensors; all sources are read first)."""
         for buffer in self.layers:
-            held = buffer[:, :, :, : self.length]
-            held.index_copy_(1, targets, held.index_select(1, sources))
+            # whole rows, positions past `length` too (written before they are read): each row's (n_head, tokens,
+            # head_dim) block is contiguous, while index_select on a view cut at `length` first copies every row
+            buffer.index_copy_(1, targets, buffer.index_select(1, sources))
 
 
 def attention_weights(query: torch.Tensor, key: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
